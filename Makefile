@@ -21,13 +21,14 @@ SAN_LDFLAGS := -fsanitize=address,undefined
 
 # Library code: everything but the programs' main files.
 LIB_SRCS   := $(wildcard common/*.c) $(wildcard devices/*.c) $(filter-out vmm/main.c,$(wildcard vmm/*.c))
+LIB_SRCS   += $(filter-out jailer/main.c,$(wildcard jailer/*.c))
 VMM_MAIN   := vmm/main.c
 LIB_OBJS   := $(LIB_SRCS:%.c=$(B)/%.o)
 SAN_OBJS   := $(LIB_SRCS:%.c=$(A)/%.o)
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(A)/tests/%)
 
-PROGS := $(B)/kiln-vmm
+PROGS := $(B)/kiln-vmm $(B)/kiln-jailer
 
 .PHONY: all check unit e2e fuzz fuzz-short bench demo deps guest guest-kernel initramfs clean distclean
 all: $(PROGS)
@@ -51,6 +52,15 @@ $(A)/libkiln.a: $(SAN_OBJS)
 $(B)/kiln-vmm: $(B)/vmm/main.o $(B)/libkiln.a
 	$(CC) $(LDHARDEN) -o $@ $^ -lpthread
 
+# The jailer is static (static-pie): LD_PRELOAD and friends cannot reach it, and it needs no
+# libraries from the host at run time. jail-probe is the static stand-in VMM of tests/e2e/jailer.bats.
+$(B)/kiln-jailer: $(B)/jailer/main.o $(B)/libkiln.a
+	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lcap-ng
+
+$(B)/jail-probe: tests/e2e/helpers/jail-probe.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -static -o $@ $< -lpthread
+
 $(A)/tests/test_%: $(A)/tests/unit/test_%.o $(A)/libkiln.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ -lcmocka -lpthread
@@ -68,4 +78,4 @@ deps:
 clean:
 	rm -rf $(B)
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' -type f 2>/dev/null)

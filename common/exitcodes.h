@@ -14,6 +14,7 @@ enum kiln_exit {
 	KILN_EXIT_GUEST_RESET = 4,  /* guest reset, rebooted or panicked (i8042 reset, triple fault) */
 	KILN_EXIT_GUEST_STATUS = 5, /* guest finished normally but reported a non-zero status */
 	KILN_EXIT_GUEST_FAULT = 6,  /* guest left the vCPU in a state KVM cannot run */
+	KILN_EXIT_JAIL = 7,         /* kiln-jailer: jail setup failed (undone), or --cleanup refused */
 };
 
 /* The exit-status table as printed in --help. */
@@ -26,6 +27,7 @@ enum kiln_exit {
 	"     does not fit in guest memory), nothing started\n"                     \
 	"  4  guest reset, rebooted or panicked\n"                                  \
 	"  5  guest finished normally with a non-zero status (printed on stderr)\n" \
-	"  6  guest fault: the vCPU entered a state KVM cannot run\n"
+	"  6  guest fault: the vCPU entered a state KVM cannot run\n"                \
+	"  7  kiln-jailer: jail setup failed (everything it created was removed)\n"
 
 #endif

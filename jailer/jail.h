@@ -1,0 +1,32 @@
+/* jail.h: kiln-jailer's OS side: build the jail, apply it in one ordered step, clean it up. */
+#ifndef KILN_JAILER_JAIL_H
+#define KILN_JAILER_JAIL_H
+
+#include "validate.h"
+
+/*
+ * Build the jail described by cfg (already checked by jail_parse_args) and run the VMM in it.
+ * Order (each step documented in jail.c):
+ *   1. sanitize the jailer itself: close inherited fds, clear the environment, umask 077,
+ *      not dumpable;
+ *   2. open and check every input (exec file, --ro/--rw paths, --netns) without following
+ *      symlinks, before touching anything;
+ *   3. create <base>/<exec-name>/<id>/root (the id directory must not exist), copy the exec
+ *      file in, create mount points;
+ *   4. create and configure the cgroup <parent>/<id>;
+ *   5. clone the VMM process into new mount, pid, net, ipc and uts namespaces and the cgroup;
+ *      it enters a new cgroup namespace, mounts the jail, pivots into it, sets rlimits,
+ *      NO_NEW_PRIVS, drops to uid/gid with no groups and no capabilities, then execs;
+ *   6. supervise: forward SIGTERM/SIGINT/SIGHUP/SIGQUIT, exit with the VMM's status.
+ * Never returns. Exits KILN_EXIT_USAGE when an input is rejected (nothing was touched),
+ * KILN_EXIT_JAIL when setup failed (everything created so far is removed first).
+ */
+_Noreturn void jail_run(const struct jail_config *cfg);
+
+/*
+ * --cleanup: remove the jail directory and the cgroup of VM cfg->id. Refuses (KILN_EXIT_JAIL)
+ * while any process is still in the cgroup or has its root in the jail. Returns the exit status.
+ */
+int jail_cleanup(const struct jail_config *cfg) KILN_WUR;
+
+#endif
