@@ -243,13 +243,13 @@ static int open_dir_chain(const char *path, bool create, bool record)
 		comp[n] = '\0';
 		size_t sl = strlen(sofar);
 		snprintf(sofar + sl, sizeof(sofar) - sl, "/%s", comp);
-		int next = open_beneath(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+		int next = open_beneath(fd, comp, O_PATH | O_DIRECTORY, 0);
 		if (next < 0 && errno == ENOENT && create) {
 			if (mkdirat(fd, comp, 0700) < 0 && errno != EEXIST)
 				jail_die(errno, "cannot create %s", sofar);
 			if (errno != EEXIST && record)
 				push_undo(UNDO_RMDIR, sofar);
-			next = open_beneath(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+			next = open_beneath(fd, comp, O_PATH | O_DIRECTORY, 0);
 		}
 		if (next < 0) {
 			int err = errno;
@@ -308,6 +308,26 @@ static void sanitize_self(const struct jail_config *cfg)
 
 /* ---- step 2: open and check every input ----------------------------------- */
 
+/*
+ * A detached bind mount of the object behind fd (which it closes), nosuid,nodev,noexec and
+ * read-only if ro. Made here, in the host mount namespace the fd belongs to (open_tree refuses
+ * a mount of another namespace); the VMM process attaches it inside the jail with move_mount.
+ * Only the object's own mount is cloned, never mounts below it.
+ */
+static int detached_bind(int fd, bool ro, const char *opt, const char *path)
+{
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | (ro ? MOUNT_ATTR_RDONLY : 0),
+	};
+	int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (tree < 0)
+		jail_die(errno, "%s %s: cannot make a bind mount of it", opt, path);
+	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+		jail_die(errno, "%s %s: cannot set mount attributes", opt, path);
+	close(fd);
+	return tree;
+}
+
 struct jail_inputs {
 	int exec_fd;
 	struct stat exec_st;
@@ -321,7 +341,7 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 	char why[JAIL_ERR_MAX];
 	struct stat st;
 
-	in->exec_fd = open_beneath(AT_FDCWD, cfg->exec_file, O_RDONLY | O_NOFOLLOW, 0);
+	in->exec_fd = open_beneath(AT_FDCWD, cfg->exec_file, O_RDONLY, 0);
 	if (in->exec_fd < 0)
 		reject_open("--exec-file", cfg->exec_file, errno);
 	if (fstat(in->exec_fd, &in->exec_st) < 0)
@@ -331,7 +351,7 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 
 	for (size_t k = 0; k < cfg->nres; k++) {
 		const char *opt = cfg->res[k].mode == JAIL_RES_RO ? "--ro" : "--rw";
-		in->res_fd[k] = open_beneath(AT_FDCWD, cfg->res[k].path, O_PATH | O_NOFOLLOW, 0);
+		in->res_fd[k] = open_beneath(AT_FDCWD, cfg->res[k].path, O_PATH, 0);
 		if (in->res_fd[k] < 0)
 			reject_open(opt, cfg->res[k].path, errno);
 		if (fstat(in->res_fd[k], &st) < 0)
@@ -339,6 +359,7 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 		if (jail_check_resource_stat(&st, why, sizeof(why)) < 0)
 			reject(0, "%s %s %s", opt, cfg->res[k].path, why);
 		in->res_dir[k] = S_ISDIR(st.st_mode);
+		in->res_fd[k] = detached_bind(in->res_fd[k], cfg->res[k].mode == JAIL_RES_RO, opt, cfg->res[k].path);
 	}
 
 	in->netns_fd = -1;
@@ -523,16 +544,9 @@ static int make_cgroup(const struct jail_config *cfg)
 
 /* ---- step 5: inside the new namespaces (child) ---------------------------- */
 
-static void bind_resource(int res_fd, const char *name, bool ro)
+/* Attach a detached mount made by detached_bind() at ./name (the jail root is the cwd). */
+static void attach_resource(int tree, const char *name)
 {
-	struct mount_attr attr = {
-		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | (ro ? MOUNT_ATTR_RDONLY : 0),
-	};
-	int tree = open_tree(res_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-	if (tree < 0)
-		jail_die(errno, "open_tree for /%s", name);
-	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
-		jail_die(errno, "mount_setattr for /%s", name);
 	if (move_mount(tree, "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		jail_die(errno, "cannot mount /%s in the jail", name);
 	close(tree);
@@ -588,7 +602,7 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 	if (chdir(root_path) < 0)
 		jail_die(errno, "chdir %s", root_path);
 	for (size_t k = 0; k < cfg->nres; k++)
-		bind_resource(in->res_fd[k], cfg->res[k].name, cfg->res[k].mode == JAIL_RES_RO);
+		attach_resource(in->res_fd[k], cfg->res[k].name);
 	if (mount("kiln-dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0711,size=4k,nr_inodes=4") < 0)
 		jail_die(errno, "cannot mount a tmpfs on %s/dev", root_path);
 	if (mknod("dev/kvm", S_IFCHR | 0600, makedev(KVM_MAJOR, KVM_MINOR)) < 0 ||
@@ -730,6 +744,11 @@ void jail_run(const struct jail_config *cfg)
 	close(pipefd[1]);
 	if (cgfd >= 0)
 		close(cgfd);
+	close(in.exec_fd);
+	for (size_t k = 0; k < cfg->nres; k++)
+		close(in.res_fd[k]);
+	if (in.netns_fd >= 0)
+		close(in.netns_fd);
 	char c;
 	ssize_t n;
 	while ((n = read(pipefd[0], &c, 1)) < 0 && errno == EINTR)

@@ -3,7 +3,7 @@
  *
  * Actions, run in order:
  *   open PATH    open PATH read-write                  -> "probe: open PATH: ok" or ": <error>"
- *   write PATH   create PATH                             -> "probe: write PATH: ok" or ": <error>"
+ *   write PATH   open PATH for writing (creating it), write a byte -> "probe: write PATH: ok" or ": <error>"
  *   exec PATH    execve PATH (no arguments)             -> only on failure: "probe: exec PATH: <error>"
  *   fds          list open descriptors 0..4095           -> "probe: fds: 0 1 2"
  *   env          print the environment, one per line     -> "probe: env: NAME=VALUE"
@@ -59,7 +59,7 @@ int main(int argc, char *argv[])
 			result("open", arg, fd >= 0);
 			i++;
 		} else if (strcmp(a, "write") == 0) {
-			int fd = open(arg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			int fd = open(arg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 			result("write", arg, fd >= 0 && write(fd, "x", 1) == 1);
 			i++;
 		} else if (strcmp(a, "exec") == 0) {
