@@ -1,4 +1,7 @@
 /* blk.c: virtio-blk: pure request validation (blk_parse) and synchronous host I/O (blk_execute). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fallocate, memfd_create; the Makefile defines it already */
+#endif
 #include "blk.h"
 
 #include <errno.h>
@@ -303,15 +306,21 @@ uint8_t blk_execute(int fd, const struct blk_geom *g, const char serial[BLK_ID_B
 
 /* ---- device -------------------------------------------------------------- */
 
-static void blk_notify(struct virtio_mmio_dev *d, unsigned int qidx)
+#define BLK_MAX_WARNINGS 16u
+/* Requests handled per notify call before yielding to the event loop. */
+#define BLK_BATCH 64u
+
+static bool blk_notify(struct virtio_mmio_dev *d, unsigned int qidx)
 {
 	struct blk_dev *b = d->priv;
 	struct virtq *q = &d->vq[qidx];
 	struct virtq_chain c;
 	bool pushed = false;
-	int r;
+	unsigned int budget = BLK_BATCH;
+	int r = 0;
 
-	while ((r = virtq_pop(q, &c, b->bufs, BLK_MAX_BUFS)) > 0) {
+	while (budget > 0 && (r = virtq_pop(q, &c, b->bufs, BLK_MAX_BUFS)) > 0) {
+		budget--;
 		uint8_t st = blk_parse(&b->geom, b->bufs, c.n, &b->req);
 		if (st == VIRTIO_BLK_S_OK)
 			st = blk_execute(b->fd, &b->geom, b->serial, &b->req);
@@ -329,10 +338,15 @@ static void blk_notify(struct virtio_mmio_dev *d, unsigned int qidx)
 	if (pushed)
 		virtio_mmio_used(d, qidx);
 	if (r < 0) {
-		if (!(d->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET))
+		/* A guest can repeat this after every reset: bound the log lines per process. */
+		static unsigned int warned;
+		if (!(d->status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) &&
+		    __atomic_fetch_add(&warned, 1u, __ATOMIC_RELAXED) < BLK_MAX_WARNINGS)
 			kiln_warn("virtio-blk: queue %u: %s; device needs reset", qidx, virtq_strerror(q->err));
 		virtio_mmio_needs_reset(d);
+		return false;
 	}
+	return budget == 0;
 }
 
 static void blk_reset(struct virtio_mmio_dev *d)

@@ -2,6 +2,7 @@
 #include "virtio_mmio.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Counters are bumped from vCPU threads with and without the lock: always atomically. */
@@ -103,20 +104,21 @@ static void reset_locked(struct virtio_mmio_dev *d)
 	__atomic_store_n(&d->interrupt_status, 0u, __ATOMIC_SEQ_CST);
 }
 
-static void notify_locked(struct virtio_mmio_dev *d, unsigned int qidx)
+static bool notify_locked(struct virtio_mmio_dev *d, unsigned int qidx)
 {
 	if (!live(d) || qidx >= d->num_queues || !d->vq[qidx].ready) {
 		STAT_INC(d, bad_notify);
-		return;
+		return false;
 	}
-	d->ops->queue_notify(d, qidx);
+	return d->ops->queue_notify(d, qidx);
 }
 
-void virtio_mmio_notify(struct virtio_mmio_dev *d, unsigned int qidx)
+bool virtio_mmio_notify(struct virtio_mmio_dev *d, unsigned int qidx)
 {
 	pthread_mutex_lock(&d->lock);
-	notify_locked(d, qidx);
+	bool more = notify_locked(d, qidx);
 	pthread_mutex_unlock(&d->lock);
+	return more;
 }
 
 static bool features_acceptable(const struct virtio_mmio_dev *d)
@@ -264,6 +266,13 @@ int virtio_mmio_write(struct virtio_mmio_dev *d, uint64_t off, const void *data,
 	if (!data || len == 0 || len > 8)
 		return -EINVAL;
 	int rc = 0;
+	if (off == VIRTIO_MMIO_INTERRUPT_ACK && len == 4) {
+		/* Lock-free: the guest's interrupt handler must never wait behind device I/O. */
+		uint32_t ack;
+		memcpy(&ack, data, 4);
+		__atomic_fetch_and(&d->interrupt_status, ~ack, __ATOMIC_SEQ_CST);
+		return 0;
+	}
 	pthread_mutex_lock(&d->lock);
 	if (off >= VIRTIO_MMIO_CONFIG) {
 		if (!config_access_ok(d, off, len)) {
@@ -317,10 +326,9 @@ int virtio_mmio_write(struct virtio_mmio_dev *d, uint64_t off, const void *data,
 			STAT_INC(d, bad_queue);
 		break;
 	case VIRTIO_MMIO_QUEUE_NOTIFY:
-		notify_locked(d, v);
-		break;
-	case VIRTIO_MMIO_INTERRUPT_ACK:
-		__atomic_fetch_and(&d->interrupt_status, ~v, __ATOMIC_SEQ_CST);
+		/* Fallback when no ioeventfd is registered: finish the whole queue here. */
+		while (notify_locked(d, v))
+			;
 		break;
 	case VIRTIO_MMIO_STATUS:
 		rc = write_status(d, v);
@@ -333,4 +341,20 @@ int virtio_mmio_write(struct virtio_mmio_dev *d, uint64_t off, const void *data,
 out:
 	pthread_mutex_unlock(&d->lock);
 	return rc;
+}
+
+int virtio_mmio_cmdline_append(char *buf, size_t cap, uint64_t base, unsigned int irq)
+{
+	if (!buf || (base & (VIRTIO_MMIO_SIZE - 1)) || base == 0)
+		return -EINVAL;
+	size_t used = strnlen(buf, cap);
+	if (used >= cap)
+		return -ENOSPC;
+	char item[64];
+	int n = snprintf(item, sizeof(item), "%svirtio_mmio.device=4K@0x%llx:%u", used ? " " : "",
+			 (unsigned long long)base, irq);
+	if (n < 0 || (size_t)n >= cap - used)
+		return -ENOSPC;
+	memcpy(buf + used, item, (size_t)n + 1);
+	return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gmem.h"
@@ -63,8 +64,9 @@ struct virtio_mmio_dev;
  */
 struct virtio_dev_ops {
 	/* Guest kicked queue qidx (queue ready, device DRIVER_OK and not failed). Pop, handle, push,
-	 * then virtio_mmio_used(). On a malformed queue call virtio_mmio_needs_reset(). */
-	void (*queue_notify)(struct virtio_mmio_dev *d, unsigned int qidx);
+	 * then virtio_mmio_used(). On a malformed queue call virtio_mmio_needs_reset(). Handle a
+	 * bounded batch; return true when work was left for a later call (fairness to other devices). */
+	bool (*queue_notify)(struct virtio_mmio_dev *d, unsigned int qidx);
 	/* Device reset: finish or drop everything in flight; after return nothing may touch the
 	 * queues or guest memory until the next notify. Required. */
 	void (*reset)(struct virtio_mmio_dev *d);
@@ -140,9 +142,11 @@ int virtio_mmio_write(struct virtio_mmio_dev *d, uint64_t off, const void *data,
 /*
  * The guest kicked queue qidx (the VMM's ioeventfd on QueueNotify fired, datamatch qidx).
  * Calls the device's queue_notify when the device is live; ignored (and counted) otherwise.
- * Call from the event loop thread.
+ * Call from the event loop thread. Returns true when the device stopped after a bounded batch
+ * with requests still pending: call again after serving other events (for instance by writing 1
+ * to the queue's ioeventfd so the loop comes back to it); the guest will not kick again for them.
  */
-void virtio_mmio_notify(struct virtio_mmio_dev *d, unsigned int qidx);
+bool virtio_mmio_notify(struct virtio_mmio_dev *d, unsigned int qidx);
 
 /* For devices (lock held, inside ops): raise the used-buffer interrupt when the queue's
  * suppression state asks for one. */
@@ -152,6 +156,13 @@ void virtio_mmio_used(struct virtio_mmio_dev *d, unsigned int qidx);
 void virtio_mmio_needs_reset(struct virtio_mmio_dev *d);
 /* For devices, any thread, lock not needed: bump ConfigGeneration and raise a config interrupt. */
 void virtio_mmio_config_changed(struct virtio_mmio_dev *d);
+
+/*
+ * Append " virtio_mmio.device=4K@0x<base>:<irq>" (the Linux command-line form for one device) to
+ * the NUL-terminated string in buf of capacity cap. base must be 4 KiB aligned. Returns 0, or
+ * -EINVAL (bad base) / -ENOSPC (does not fit; buf unchanged).
+ */
+int virtio_mmio_cmdline_append(char *buf, size_t cap, uint64_t base, unsigned int irq) KILN_WUR;
 
 /* True when the driver has negotiated feature bit. */
 static inline bool virtio_mmio_has(const struct virtio_mmio_dev *d, unsigned int bit)

@@ -497,7 +497,7 @@ static void dwr(struct dctx *t, uint64_t off, uint32_t v) { (void)virtio_mmio_wr
 static int dsetup(void **state)
 {
 	struct dctx *t = calloc(1, sizeof(*t));
-	fg_init(&t->f, 16);
+	fg_init(&t->f, 128);
 	t->fd = disk();
 	assert_int_equal(blk_init(&t->b, &t->f.m, t->fd, false, "kiln-serial", dirq, t), 0);
 	/* the Linux driver's sequence */
@@ -515,7 +515,7 @@ static int dsetup(void **state)
 	assert_int_equal(drd(t, VIRTIO_MMIO_STATUS), 0xb);
 	dwr(t, VIRTIO_MMIO_QUEUE_SEL, 0);
 	assert_int_equal(drd(t, VIRTIO_MMIO_QUEUE_NUM_MAX), BLK_QUEUE_SIZE);
-	dwr(t, VIRTIO_MMIO_QUEUE_NUM, 16);
+	dwr(t, VIRTIO_MMIO_QUEUE_NUM, 128);
 	dwr(t, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)FG_DESC);
 	dwr(t, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)FG_AVAIL);
 	dwr(t, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)FG_USED);
@@ -654,6 +654,22 @@ static void test_dev_event_idx_batch(void **state)
 	assert_int_equal(t->b.errors, 0);
 }
 
+static void test_dev_batch_yields(void **state)
+{
+	struct dctx *t = *state;
+	/* 100 flushes posted at once: the device yields after a batch and reports pending work. */
+	st32(fg_host(&t->f, HDR), VIRTIO_BLK_T_FLUSH);
+	fg_desc(&t->f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	fg_desc(&t->f, 1, STAT, 1, VIRTQ_DESC_F_WRITE, 0);
+	for (unsigned int i = 0; i < 100; i++)
+		fg_post(&t->f, 0);
+	assert_true(virtio_mmio_notify(&t->b.mmio, 0));
+	assert_int_equal(fg_used_idx(&t->f), 64);
+	assert_false(virtio_mmio_notify(&t->b.mmio, 0));
+	assert_int_equal(fg_used_idx(&t->f), 100);
+	assert_int_equal(t->b.errors, 0);
+}
+
 static void test_dev_ro_disk(void **state)
 {
 	(void)state;
@@ -706,6 +722,7 @@ int main(void)
 		D(test_dev_malformed_queue_needs_reset),
 		D(test_dev_outside_ram_buffer),
 		D(test_dev_event_idx_batch),
+		D(test_dev_batch_yields),
 		cmocka_unit_test(test_dev_ro_disk),
 	};
 	return cmocka_run_group_tests_name("blk", tests, NULL, NULL);

@@ -17,15 +17,16 @@ struct ctx {
 	struct fake_guest f;
 	struct virtio_mmio_dev d;
 	uint8_t config[12];
-	int irqs, resets, notifies, last_q, cfg_writes;
+	int irqs, resets, notifies, last_q, cfg_writes, more;
 	uint32_t cfg_off, cfg_len;
 };
 
-static void dev_notify(struct virtio_mmio_dev *d, unsigned int q)
+static bool dev_notify(struct virtio_mmio_dev *d, unsigned int q)
 {
 	struct ctx *t = d->priv;
 	t->notifies++;
 	t->last_q = (int)q;
+	return t->more > 0 && t->more--;
 }
 static void dev_reset(struct virtio_mmio_dev *d)
 {
@@ -362,9 +363,17 @@ static void test_notify_gating(void **state)
 	assert_int_equal(t->notifies, 1);
 	assert_int_equal(wr(t, VIRTIO_MMIO_QUEUE_NOTIFY, 0), 0); /* kick through MMIO too */
 	assert_int_equal(t->notifies, 2);
+	/* a device that yields: notify reports it; the MMIO fallback loops until done */
+	t->more = 1;
+	assert_true(virtio_mmio_notify(&t->d, 0));
+	assert_false(virtio_mmio_notify(&t->d, 0));
+	t->more = 3;
+	assert_int_equal(wr(t, VIRTIO_MMIO_QUEUE_NOTIFY, 0), 0);
+	assert_int_equal(t->notifies, 8);
+	assert_int_equal(t->more, 0);
 	assert_int_equal(wr(t, VIRTIO_MMIO_STATUS, 0), 0);       /* reset */
 	virtio_mmio_notify(&t->d, 0);
-	assert_int_equal(t->notifies, 2);
+	assert_int_equal(t->notifies, 8);
 	assert_int_equal(t->d.stats.bad_notify, 5);
 }
 
@@ -445,6 +454,22 @@ static void test_init_rejects(void **state)
 	assert_int_equal(virtio_mmio_init(&d, m, 2, DEV_FEATURES, 1, 16, NULL, 0, &ops, t, NULL, t), -EINVAL);
 }
 
+static void test_cmdline(void **state)
+{
+	(void)state;
+	char buf[96] = "console=ttyS0";
+	assert_int_equal(virtio_mmio_cmdline_append(buf, sizeof(buf), 0xd0000000ull, 5), 0);
+	assert_string_equal(buf, "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5");
+	char e[64] = "";
+	assert_int_equal(virtio_mmio_cmdline_append(e, sizeof(e), 0xd0001000ull, 6), 0);
+	assert_string_equal(e, "virtio_mmio.device=4K@0xd0001000:6");
+	assert_int_equal(virtio_mmio_cmdline_append(e, sizeof(e), 0xd0000800ull, 6), -EINVAL);
+	assert_int_equal(virtio_mmio_cmdline_append(e, sizeof(e), 0, 6), -EINVAL);
+	char s[40] = "0123456789";
+	assert_int_equal(virtio_mmio_cmdline_append(s, sizeof(s), 0xd0000000ull, 5), -ENOSPC);
+	assert_string_equal(s, "0123456789");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -477,6 +502,7 @@ int main(void)
 		T(test_interrupts),
 		T(test_needs_reset),
 		T(test_init_rejects),
+		cmocka_unit_test(test_cmdline),
 	};
 	return cmocka_run_group_tests_name("virtio_mmio", tests, NULL, NULL);
 }
