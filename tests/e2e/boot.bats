@@ -1,0 +1,183 @@
+#!/usr/bin/env bats
+# boot.bats: kiln-vmm boots Linux to the test /init, reports the guest's fate in its exit
+# status, moves console bytes both ways, and rejects bad options and images up front.
+# Exit codes: common/exitcodes.h. Guest scenarios: guest/test-init.
+
+load helpers
+
+setup() {
+  common_setup
+}
+
+teardown() {
+  common_teardown
+}
+
+need_kvm() {
+  { exec 3<>/dev/kvm; } 2>/dev/null || skip "no usable /dev/kvm (make e2e runs these in tests/kvmhost.sh)"
+  exec 3>&-
+}
+
+# ---- booting ---------------------------------------------------------------------------
+
+@test "boot: kiln kernel reaches /init with 1 vCPU and exits 0" {
+  need_kvm
+  run -0 --separate-stderr guest boot
+  assert_output --partial "KILN-INIT"
+  assert_output --partial "KILN-BOOT-OK cpus=1 "
+}
+
+@test "boot: guest sees 2 vCPUs with --vcpus 2" {
+  need_kvm
+  run -0 --separate-stderr guest boot -- --vcpus 2
+  assert_output --partial "KILN-BOOT-OK cpus=2 "
+}
+
+@test "boot: guest sees the memory asked for (--mem 200: MemTotal 150-200 MiB)" {
+  need_kvm
+  run -0 --separate-stderr guest boot -- --mem 200
+  kb=$(printf '%s\n' "$output" | sed -n 's/.*KILN-BOOT-OK .*mem_kb=\([0-9]*\).*/\1/p')
+  [ -n "$kb" ] || fail "no mem_kb in output: $output"
+  # The kernel keeps some RAM for itself; it can never see more than it was given.
+  [ "$kb" -ge $((150 * 1024)) ] && [ "$kb" -le $((200 * 1024)) ] \
+    || fail "MemTotal $kb kB is outside 153600-204800 kB"
+}
+
+@test "boot: Debian's stock kernel reaches /init" {
+  need_kvm
+  [ -f "$STOCK_KERNEL" ] || fail "$STOCK_KERNEL missing (run: make stock-kernel)"
+  GUEST_KERNEL=$STOCK_KERNEL run -0 --separate-stderr guest boot
+  assert_output --partial "KILN-BOOT-OK cpus=1 "
+}
+
+# ---- how the guest ends ----------------------------------------------------------------
+
+@test "boot: guest status 7 on the exit port gives exit 5" {
+  need_kvm
+  run -5 --separate-stderr guest status kiln.status=7
+  assert_output --partial "KILN-INIT"
+}
+
+@test "boot: guest panic gives exit 4" {
+  need_kvm
+  run -4 --separate-stderr guest panic
+}
+
+@test "boot: guest reboot gives exit 4" {
+  need_kvm
+  run -4 --separate-stderr guest reboot
+}
+
+# ---- console ---------------------------------------------------------------------------
+
+@test "boot: a line on stdin reaches the guest's console" {
+  need_kvm
+  echo hello > "$BATS_TEST_TMPDIR/in"
+  VMM_STDIN=$BATS_TEST_TMPDIR/in run -0 --separate-stderr guest stdin
+  assert_output --partial "KILN-GOT:hello"
+}
+
+# Every console byte is a VM exit, so 100 MB takes minutes even on real KVM and far longer
+# nested in tests/kvmhost.sh: the flood is scaled down (KILN_FLOOD_MB, default 16 MB on
+# real KVM, 1 MB in the emulated host). Stdout goes to a pipe that is not read for the
+# first 2 s, so a VMM that buffers console output instead of applying back-pressure grows.
+@test "boot: console flood keeps peak RSS under guest memory + 16 MiB" {
+  need_kvm
+  mb=${KILN_FLOOD_MB:-$([ -n "${KILN_IN_KVMHOST:-}" ] && echo 1 || echo 16)}
+  hwm=$BATS_TEST_TMPDIR/hwm
+  set +e
+  VMM_HWM=$hwm guest flood "kiln.flood_mb=$mb" -- --mem 128 2>"$BATS_TEST_TMPDIR/err" \
+    | { sleep 2; tr -cd x | wc -c > "$BATS_TEST_TMPDIR/count"; }
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || fail "kiln-vmm exited $rc: $(cat "$BATS_TEST_TMPDIR/err")"
+  [ "$(cat "$BATS_TEST_TMPDIR/count")" -ge $((mb * 1048576)) ] \
+    || fail "only $(cat "$BATS_TEST_TMPDIR/count") of $((mb * 1048576)) bytes arrived"
+  peak=$(cat "$hwm")
+  echo "# flood ${mb} MB: peak RSS ${peak} kB" >&3
+  [ "$peak" -gt 0 ] || fail "could not measure RSS"
+  [ "$peak" -le $(((128 + 16) * 1024)) ] || fail "peak RSS $peak kB > $(((128 + 16) * 1024)) kB"
+}
+
+# ---- bad input: nothing starts, one diagnostic line, exact exit code ---------------------
+
+@test "boot: --mem 0 is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --mem 0
+  assert_diag; assert_output ""
+}
+
+@test "boot: --mem 65537 (over 64 GiB) is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --mem 65537
+  assert_diag; assert_output ""
+}
+
+@test "boot: --mem abc is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --mem abc
+  assert_diag; assert_output ""
+}
+
+@test "boot: --vcpus 0 is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --vcpus 0
+  assert_diag; assert_output ""
+}
+
+@test "boot: --vcpus 33 is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --vcpus 33
+  assert_diag; assert_output ""
+}
+
+@test "boot: a 4096-byte --cmdline is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --cmdline "$(head -c 4096 /dev/zero | tr '\0' a)"
+  assert_diag; assert_output ""
+}
+
+@test "boot: missing --kernel is a usage error (2)" {
+  run -2 --separate-stderr vmm --initrd "$INITRD"
+  assert_diag; assert_output ""
+}
+
+@test "boot: an unknown option is a usage error (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --no-such-option
+  assert_diag; assert_output ""
+}
+
+@test "boot: a missing kernel file is rejected (3)" {
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/nonexistent"
+  assert_diag; assert_output ""
+}
+
+@test "boot: a truncated bzImage is rejected (3)" {
+  head -c 4096 "$KERNEL" > "$BATS_TEST_TMPDIR/short"
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/short"
+  assert_diag; assert_output ""
+}
+
+@test "boot: a file that is not a bzImage is rejected (3)" {
+  head -c 65536 /dev/urandom > "$BATS_TEST_TMPDIR/random"
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/random"
+  assert_diag; assert_output ""
+}
+
+@test "boot: an empty kernel file is rejected (3)" {
+  : > "$BATS_TEST_TMPDIR/empty"
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/empty"
+  assert_diag; assert_output ""
+}
+
+@test "boot: a missing initrd file is rejected (3)" {
+  run -3 --separate-stderr vmm --kernel "$KERNEL" --initrd "$BATS_TEST_TMPDIR/nonexistent"
+  assert_diag; assert_output ""
+}
+
+@test "boot: an initrd larger than guest memory is rejected (3)" {
+  truncate -s 64M "$BATS_TEST_TMPDIR/big.cpio"
+  run -3 --separate-stderr vmm --kernel "$KERNEL" --initrd "$BATS_TEST_TMPDIR/big.cpio" --mem 32
+  assert_diag; assert_output ""
+}
+
+@test "boot: a kernel larger than guest memory is rejected (3)" {
+  # A real bzImage padded to 64 MiB: the loader must check the file, not trust the header.
+  cp "$KERNEL" "$BATS_TEST_TMPDIR/fat"; truncate -s 64M "$BATS_TEST_TMPDIR/fat"
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/fat" --mem 32
+  assert_diag; assert_output ""
+}

@@ -1,0 +1,81 @@
+#!/bin/bash
+# kvmhost.sh: run a command on an emulated x86_64 host that has /dev/kvm, for machines without
+# usable KVM. QEMU (TCG, -cpu max, which emulates AMD SVM) boots Debian's stock kernel, loads
+# kvm-amd (kvm-intel is tried and may fail), mounts this machine's / read-only over 9p, tmpfs on
+# /tmp /run /var/tmp /root, cgroup2, and DIR (default: cwd) read-write at the same path, then
+# runs the command there with stdin from /dev/null. Exits with the command's status; 124 if
+# the whole run exceeded the timeout; 125 if the emulated host failed before reporting one.
+# usage: tests/kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [--] command...
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+DIR=$PWD MEM=4096 CPUS=2 TMO=1500
+while [ $# -gt 0 ]; do case $1 in
+  -d) DIR=$(realpath "$2"); shift 2;; -m) MEM=$2; shift 2;; -c) CPUS=$2; shift 2;;
+  -t) TMO=$2; shift 2;; --) shift; break;; -*) echo "kvmhost: unknown option $1" >&2; exit 2;;
+  *) break;; esac; done
+[ $# -gt 0 ] || { echo "usage: kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [--] command..." >&2; exit 2; }
+case $DIR in *[[:space:]]*) echo "kvmhost: work dir must not contain spaces: $DIR" >&2; exit 2;; esac
+command -v qemu-system-x86_64 >/dev/null || { echo "kvmhost: qemu-system-x86_64 missing (run: make deps)" >&2; exit 2; }
+[ -x /bin/busybox ] || { echo "kvmhost: /bin/busybox missing (run: make deps)" >&2; exit 2; }
+
+# The L1 kernel and its modules: Debian's stock kernel, shared with guest/stock-kernel.sh.
+kdir=$("$here/../guest/stock-kernel.sh" --dir)
+CACHE=${KILN_CACHE:-/var/cache/kiln}/kvmhost/$(basename "$kdir")
+MODS="irqbypass:virt/lib kvm:arch/x86/kvm ccp:drivers/crypto/ccp kvm-amd:arch/x86/kvm kvm-intel:arch/x86/kvm
+  virtio_ring:drivers/virtio virtio:drivers/virtio virtio_pci_modern_dev:drivers/virtio
+  virtio_pci_legacy_dev:drivers/virtio virtio_pci:drivers/virtio 9pnet:net/9p 9pnet_virtio:net/9p
+  netfs:fs/netfs fscache:fs/fscache 9p:fs/9p"
+# Rebuild the L1 initramfs when this script changes.
+key=$(sha256sum "$0" | cut -c1-16)
+if [ ! -f "$CACHE/l1-$key.cpio.gz" ]; then
+  mkdir -p "$CACHE"
+  r=$(mktemp -d "$CACHE/l1.XXXXXX")
+  mkdir -p "$r"/{bin,proc,sys,dev,mods,host}
+  cp /bin/busybox "$r/bin/"
+  for m in $MODS; do cp "$kdir/modules/${m#*:}/${m%%:*}.ko" "$r/mods/"; done
+  cat > "$r/init" <<'INIT'
+#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
+arg() { $B sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+W=$(arg kvmhost.dir) ID=$(arg kvmhost.id)
+for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p; do
+  $B insmod /mods/$m.ko || echo "kvmhost: insmod $m failed"; done
+$B insmod /mods/kvm-intel.ko 2>/dev/null  # fails on the emulated AMD CPU; harmless
+[ -c /dev/kvm ] || echo "kvmhost: no /dev/kvm in the emulated host"
+o=trans=virtio,version=9p2000.L,msize=512000
+$B mount -t 9p -o $o,cache=loose,ro hostroot /host || echo "kvmhost: mounting / failed"
+$B mount --rbind /dev /host/dev; $B mount -t proc proc /host/proc; $B mount -t sysfs sys /host/sys
+$B mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null || echo "kvmhost: no cgroup2"
+for d in /tmp /run /var/tmp /root; do $B mount -t tmpfs tmpfs /host$d; done
+$B mount -t devpts devpts /host/dev/pts 2>/dev/null; $B mount -t tmpfs shm /host/dev/shm 2>/dev/null
+$B mount -t 9p -o $o work /host$W || echo "kvmhost: mounting $W failed"
+$B chroot /host /bin/bash -c 'cd "$0" && export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root KILN_IN_KVMHOST=1 && bash ".kvmhost-$1.cmd" </dev/null; rc=$?; echo $rc > ".kvmhost-$1.rc"; echo "kvmhost-exit=$rc"' "$W" "$ID"
+$B sync; $B poweroff -f
+INIT
+  chmod +x "$r/init"
+  (cd "$r" && find . -mindepth 1 | cpio --quiet -o -H newc -R 0:0 | gzip -1) > "$r.cpio.gz"
+  mv "$r.cpio.gz" "$CACHE/l1-$key.cpio.gz"; rm -rf "$r"
+fi
+
+id=$$.$RANDOM
+cmdf=$DIR/.kvmhost-$id.cmd rcf=$DIR/.kvmhost-$id.rc log=$DIR/.kvmhost-$id.log
+trap 'rm -f "$cmdf" "$rcf" "$log"' EXIT
+printf '%q ' "$@" > "$cmdf"
+set +e
+# -k: a QEMU that ignores TERM is killed 10 s later. Kernel log lines and the marker are hidden.
+timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$CPUS" \
+  -nographic -no-reboot -nodefaults -no-user-config -serial stdio \
+  -kernel "$kdir/vmlinuz" -initrd "$CACHE/l1-$key.cpio.gz" \
+  -append "console=ttyS0 quiet loglevel=1 panic=-1 kvmhost.dir=$DIR kvmhost.id=$id" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$DIR",mount_tag=work,security_model=none </dev/null 2>&1 \
+  | tee "$log" | grep --line-buffered -v -E '^\[ *[0-9]+\.[0-9]+\] |^kvmhost-exit=|SeaBIOS|^Booting from ROM|^\r?$'
+qrc=${PIPESTATUS[0]}
+set -e
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+  echo "kvmhost: timed out after $TMO s" >&2; exit 124
+fi
+rc=$(cat "$rcf" 2>/dev/null || sed -n 's/.*kvmhost-exit=\([0-9]*\).*/\1/p' "$log" | tail -1)
+[ -n "$rc" ] || { echo "kvmhost: the emulated host ended without a status (qemu exit $qrc)" >&2; exit 125; }
+exit "$rc"
