@@ -1,0 +1,469 @@
+/* main.c: kiln-vmm entry point: options, image loading, the event loop, the exit status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boot.h"
+#include "devices/serial.h"
+#include "exitcodes.h"
+#include "mptable.h"
+#include "vm.h"
+#include "x86_64.h"
+
+#define SERIAL_OUT_CAP (64 * 1024) /* bound of buffered guest console output */
+#define SERIAL_IRQ 4
+#define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
+
+struct opts {
+	const char *kernel, *initrd, *cmdline;
+	uint64_t mem_mib;
+	unsigned int vcpus;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kiln-vmm --kernel FILE [options]\n"
+		"Boot a Linux bzImage in a KVM microVM; the guest's serial console is on\n"
+		"stdout and stdin.\n\n"
+		"Options:\n"
+		"  --kernel FILE    bzImage to boot (Linux x86 boot protocol 2.12 or later)\n"
+		"  --initrd FILE    initial ramdisk\n"
+		"  --cmdline STR    kernel command line (at most %d bytes;\n"
+		"                   default \"" DEFAULT_CMDLINE "\")\n"
+		"  --mem MIB        guest memory in MiB, %llu..%llu (default 128)\n"
+		"  --vcpus N        number of vCPUs, 1..%d (default 1)\n"
+		"  --help           this text\n\n"
+		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
+		"(kiln-init does it), by resetting (reboot=k), or by a triple fault.\n\n" KILN_EXIT_HELP,
+		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, EXIT_PORT);
+}
+
+static void parse_opts(int argc, char **argv, struct opts *o)
+{
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_HELP };
+	static const struct option lopts[] = {
+		{ "kernel", required_argument, NULL, O_KERNEL },
+		{ "initrd", required_argument, NULL, O_INITRD },
+		{ "cmdline", required_argument, NULL, O_CMDLINE },
+		{ "mem", required_argument, NULL, O_MEM },
+		{ "vcpus", required_argument, NULL, O_VCPUS },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->mem_mib = 128;
+	o->vcpus = 1;
+	o->cmdline = DEFAULT_CMDLINE;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		switch (c) {
+		case O_KERNEL: o->kernel = optarg; break;
+		case O_INITRD: o->initrd = optarg; break;
+		case O_CMDLINE: o->cmdline = optarg; break;
+		case O_MEM:
+			if (parse_u64(optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, &v) < 0)
+				kiln_die(KILN_EXIT_USAGE, "--mem '%s': need a whole number of MiB in %llu..%llu",
+					 optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
+			o->mem_mib = v;
+			break;
+		case O_VCPUS:
+			if (parse_u64(optarg, 1, VM_MAX_VCPUS, &v) < 0)
+				kiln_die(KILN_EXIT_USAGE, "--vcpus '%s': need a number in 1..%d", optarg,
+					 VM_MAX_VCPUS);
+			o->vcpus = (unsigned int)v;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(KILN_EXIT_OK);
+		case ':':
+			kiln_die(KILN_EXIT_USAGE, "option %s needs a value (see --help)", argv[optind - 1]);
+		default:
+			kiln_die(KILN_EXIT_USAGE, "unknown option %s (see --help)", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		kiln_die(KILN_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (!o->kernel)
+		kiln_die(KILN_EXIT_USAGE, "--kernel is required (see --help)");
+	size_t clen = strlen(o->cmdline);
+	if (clen > BOOT_CMDLINE_MAX)
+		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, at most %d allowed", clen,
+			 BOOT_CMDLINE_MAX);
+}
+
+/* Open name read-only and return its fd and size; dies with BAD_IMAGE on any problem. */
+static int open_image(const char *what, const char *name, uint64_t *size)
+{
+	struct stat st;
+	int fd = open(name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		kiln_die(KILN_EXIT_BAD_IMAGE, "cannot open %s %s: %s", what, name, strerror(errno));
+	if (fstat(fd, &st) < 0)
+		kiln_die(KILN_EXIT_BAD_IMAGE, "cannot stat %s %s: %s", what, name, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		kiln_die(KILN_EXIT_BAD_IMAGE, "%s %s is not a regular file", what, name);
+	*size = (uint64_t)st.st_size;
+	return fd;
+}
+
+/* Read exactly len bytes at offset 0 of fd into dst. */
+static int read_all(int fd, uint8_t *dst, uint64_t len)
+{
+	uint64_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, dst + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* ---- serial console wiring ---------------------------------------------- */
+
+struct console {
+	struct vm *vm;
+	int out_efd;    /* guest output available */
+	int rx_efd;     /* guest can take more input */
+	int in_fd;      /* host input, -1 once at EOF */
+	int in_poll;    /* in_fd is in the epoll set */
+	uint8_t pend[4096];
+	size_t pend_off, pend_len;
+	uint8_t in_buf[SERIAL_RX_FIFO];
+	size_t in_off, in_len;
+	int out_flags;  /* stdout's original file status flags, -1 if untouched */
+	int out_dead;   /* stdout gone: output is discarded */
+	_Atomic unsigned int irq_errors; /* KVM_IRQ_LINE failures (reported at exit) */
+};
+
+static void efd_kick(int fd)
+{
+	uint64_t one = 1;
+	ssize_t n = write(fd, &one, sizeof(one));
+	(void)n; /* saturation only means a wake-up is already pending */
+}
+
+static void efd_drain(int fd)
+{
+	uint64_t v;
+	ssize_t n = read(fd, &v, sizeof(v));
+	(void)n;
+}
+
+static void serial_irq_cb(void *ctx, int level)
+{
+	struct console *c = ctx;
+	/* The line is edge-triggered at the IOAPIC: each assertion becomes a rising edge. */
+	int r = vm_irq_line(c->vm, SERIAL_IRQ, 0);
+	if (r == 0 && level)
+		r = vm_irq_line(c->vm, SERIAL_IRQ, 1);
+	if (r < 0)
+		atomic_fetch_add(&c->irq_errors, 1);
+}
+
+static void serial_out_cb(void *ctx)
+{
+	efd_kick(((struct console *)ctx)->out_efd);
+}
+
+static void serial_rx_cb(void *ctx)
+{
+	efd_kick(((struct console *)ctx)->rx_efd);
+}
+
+/* Write what is pending, then refill from the device until stdout would block. */
+static void console_flush(struct console *c)
+{
+	for (;;) {
+		if (c->pend_len == 0) {
+			c->pend_off = 0;
+			c->pend_len = serial_out_take(c->vm->serial, c->pend, sizeof(c->pend));
+			if (c->pend_len == 0)
+				return;
+		}
+		if (c->out_dead) {
+			c->pend_len = 0;
+			continue;
+		}
+		ssize_t n = write(STDOUT_FILENO, c->pend + c->pend_off, c->pend_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			c->out_dead = 1;
+			continue;
+		}
+		c->pend_off += (size_t)n;
+		c->pend_len -= (size_t)n;
+	}
+}
+
+/* Move host input into the guest's receive FIFO, never more than it has room for. */
+static void console_input(struct console *c)
+{
+	while (c->in_fd >= 0) {
+		if (c->in_len == 0) {
+			size_t room = serial_rx_room(c->vm->serial);
+			if (room == 0)
+				return;
+			if (room > sizeof(c->in_buf))
+				room = sizeof(c->in_buf);
+			ssize_t n = read(c->in_fd, c->in_buf, room);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN)
+				return;
+			if (n <= 0) {
+				c->in_fd = -1; /* EOF or error: no more input */
+				return;
+			}
+			c->in_off = 0;
+			c->in_len = (size_t)n;
+		}
+		size_t took = serial_rx_push(c->vm->serial, c->in_buf + c->in_off, c->in_len);
+		c->in_off += took;
+		c->in_len -= took;
+		if (took == 0)
+			return;
+	}
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static int epoll_add(int ep, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int run_loop(struct vm *vm, struct console *con)
+{
+	struct epoll_event evs[8];
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int out_poll = 0;
+
+	if (ep < 0 || epoll_add(ep, vm->stop_efd, EPOLLIN) < 0 || epoll_add(ep, con->out_efd, EPOLLIN) < 0 ||
+	    epoll_add(ep, con->rx_efd, EPOLLIN) < 0) {
+		kiln_warn_errno(errno, "epoll");
+		vm_request_stop(vm, VM_STOP_ERROR, 0);
+		return -1;
+	}
+	if (con->in_fd >= 0) {
+		if (epoll_add(ep, con->in_fd, EPOLLIN) == 0)
+			con->in_poll = 1;
+		else if (errno != EPERM)
+			con->in_fd = -1;
+		/* EPERM: a regular file; it is always readable, read it when the FIFO has room. */
+	}
+	while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
+		int n = epoll_wait(ep, evs, ARRAY_SIZE(evs), -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			kiln_warn_errno(errno, "epoll_wait");
+			vm_request_stop(vm, VM_STOP_ERROR, 0);
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == con->out_efd || fd == con->rx_efd || fd == vm->stop_efd)
+				efd_drain(fd);
+			if (con->in_poll && fd == con->in_fd && (evs[i].events & (EPOLLHUP | EPOLLERR)) &&
+			    !(evs[i].events & EPOLLIN)) {
+				epoll_ctl(ep, EPOLL_CTL_DEL, con->in_fd, NULL);
+				con->in_poll = 0;
+				con->in_fd = -1;
+			}
+		}
+		console_input(con);
+		if (con->in_poll && con->in_fd < 0) {
+			epoll_ctl(ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+			con->in_poll = 0;
+		}
+		/* With input pending but no room, wait for the guest (rx_efd), not for stdin. */
+		if (con->in_poll && con->in_len) {
+			epoll_ctl(ep, EPOLL_CTL_DEL, con->in_fd, NULL);
+			con->in_poll = 0;
+		} else if (!con->in_poll && con->in_fd >= 0 && con->in_len == 0 &&
+			   epoll_add(ep, con->in_fd, EPOLLIN) == 0) {
+			con->in_poll = 1;
+		}
+		console_flush(con);
+		int want_out = con->pend_len > 0 && !con->out_dead;
+		if (want_out != out_poll) {
+			if (want_out)
+				epoll_add(ep, STDOUT_FILENO, EPOLLOUT);
+			else
+				epoll_ctl(ep, EPOLL_CTL_DEL, STDOUT_FILENO, NULL);
+			out_poll = want_out;
+		}
+	}
+	close(ep);
+	return 0;
+}
+
+/* After the VM stopped: give stdout up to 2 s to take the rest of the console output. */
+static void console_final_flush(struct console *c)
+{
+	for (int tries = 0; tries < 20; tries++) {
+		console_flush(c);
+		if (c->pend_len == 0 || c->out_dead)
+			break;
+		struct pollfd p = { .fd = STDOUT_FILENO, .events = POLLOUT };
+		(void)poll(&p, 1, 100);
+	}
+	if (c->out_flags >= 0)
+		(void)fcntl(STDOUT_FILENO, F_SETFL, c->out_flags);
+}
+
+int main(int argc, char **argv)
+{
+	static struct vm vm;
+	struct serial serial;
+	struct console con;
+	struct opts o;
+	struct bzimage bz;
+	struct mem_layout layout;
+	char why[256];
+	uint64_t ksize, isize = 0, initrd_addr = 0;
+	int kfd, ifd = -1, r;
+
+	kiln_set_progname("kiln-vmm");
+	signal(SIGPIPE, SIG_IGN);
+	parse_opts(argc, argv, &o);
+
+	/* 1. Check every input before any KVM object exists. */
+	uint64_t mem_bytes = o.mem_mib << 20;
+	kfd = open_image("kernel", o.kernel, &ksize);
+	if (ksize > mem_bytes)
+		kiln_die(KILN_EXIT_BAD_IMAGE, "kernel %s (%llu bytes) is larger than guest memory (%llu MiB)",
+			 o.kernel, (unsigned long long)ksize, (unsigned long long)o.mem_mib);
+	uint8_t *kimg = ksize ? mmap(NULL, ksize, PROT_READ, MAP_PRIVATE, kfd, 0) : MAP_FAILED;
+	if (kimg == MAP_FAILED)
+		kiln_die(KILN_EXIT_BAD_IMAGE, "cannot read kernel %s: %s", o.kernel,
+			 ksize ? strerror(errno) : "empty file");
+	if (bzimage_parse(kimg, ksize, &bz, why, sizeof(why)) < 0)
+		kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o.kernel, why);
+	mem_layout_for(mem_bytes, &layout);
+	if (bz.mem_end > layout.low_size)
+		kiln_die(KILN_EXIT_BAD_IMAGE,
+			 "kernel %s needs memory up to 0x%llx to boot, more than the %llu MiB given",
+			 o.kernel, (unsigned long long)bz.mem_end, (unsigned long long)o.mem_mib);
+	if (strlen(o.cmdline) > bz.cmdline_max)
+		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, kernel %s accepts at most %u",
+			 strlen(o.cmdline), o.kernel, bz.cmdline_max);
+	if (o.initrd) {
+		ifd = open_image("initrd", o.initrd, &isize);
+		if (isize > mem_bytes)
+			kiln_die(KILN_EXIT_BAD_IMAGE, "initrd %s (%llu bytes) is larger than guest memory (%llu MiB)",
+				 o.initrd, (unsigned long long)isize, (unsigned long long)o.mem_mib);
+		if (initrd_place(&bz, &layout, isize, &initrd_addr, why, sizeof(why)) < 0)
+			kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o.initrd, why);
+	}
+
+	/* 2. The VM, its memory and the boot state. */
+	if (vm_create(&vm, mem_bytes, o.vcpus) < 0) {
+		vm_destroy(&vm);
+		return KILN_EXIT_VMM_ERROR;
+	}
+	r = boot_write(&vm.mem, &layout, &bz, kimg, o.cmdline, initrd_addr, isize);
+	if (r == 0 && ifd >= 0) {
+		uint8_t *dst = gmem_ptr(&vm.mem, initrd_addr, isize);
+		r = dst ? read_all(ifd, dst, isize) : -EFAULT;
+		if (r < 0)
+			kiln_die(KILN_EXIT_BAD_IMAGE, "cannot read initrd %s: %s", o.initrd, strerror(-r));
+	}
+	if (r == 0) {
+		uint8_t mp[1024];
+		int n = mptable_build(mp, sizeof(mp), (uint32_t)BOOT_MPTABLE_ADDR, o.vcpus);
+		r = n < 0 ? n : gmem_write(&vm.mem, BOOT_MPTABLE_ADDR, mp, (uint64_t)n);
+	}
+	if (r == 0)
+		r = x86_write_boot_tables(&vm.mem);
+	munmap(kimg, ksize);
+	close(kfd);
+	if (ifd >= 0)
+		close(ifd);
+	if (r < 0) {
+		kiln_warn_errno(-r, "cannot write the boot state into guest memory");
+		vm_destroy(&vm);
+		return KILN_EXIT_VMM_ERROR;
+	}
+	if (vm_create_vcpus(&vm, bz.entry) < 0) {
+		vm_destroy(&vm);
+		return KILN_EXIT_VMM_ERROR;
+	}
+
+	/* 3. Devices, in order: the serial console. */
+	memset(&con, 0, sizeof(con));
+	con.vm = &vm;
+	con.in_fd = STDIN_FILENO;
+	con.out_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	con.rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (con.out_efd < 0 || con.rx_efd < 0) {
+		kiln_warn_errno(errno, "eventfd");
+		vm_destroy(&vm);
+		return KILN_EXIT_VMM_ERROR;
+	}
+	static const struct serial_ops sops = { serial_irq_cb, serial_out_cb, serial_rx_cb };
+	if ((r = serial_init(&serial, SERIAL_OUT_CAP, &sops, &con)) < 0) {
+		kiln_warn_errno(-r, "serial device");
+		vm_destroy(&vm);
+		return KILN_EXIT_VMM_ERROR;
+	}
+	vm.serial = &serial;
+	con.out_flags = fcntl(STDOUT_FILENO, F_GETFL);
+	if (con.out_flags >= 0 && fcntl(STDOUT_FILENO, F_SETFL, con.out_flags | O_NONBLOCK) < 0)
+		con.out_flags = -1;
+	int in_flags = fcntl(STDIN_FILENO, F_GETFL);
+	if (in_flags < 0)
+		con.in_fd = -1;
+
+	/* 4. Run until the guest or an error stops the VM. */
+	if (vm_start(&vm) == 0)
+		run_loop(&vm, &con);
+	vm_join(&vm);
+	console_final_flush(&con);
+
+	int why_stop = atomic_load(&vm.stop_reason), status = atomic_load(&vm.exit_status);
+	uint64_t dropped = serial_out_dropped(&serial);
+	if (dropped)
+		kiln_warn("guest console output: %llu bytes dropped (stdout too slow)",
+			  (unsigned long long)dropped);
+	if (atomic_load(&con.irq_errors))
+		kiln_warn("serial interrupt injection failed %u times", atomic_load(&con.irq_errors));
+	serial_destroy(&serial);
+	vm_destroy(&vm);
+	switch (why_stop) {
+	case VM_STOP_EXIT:
+		if (status == 0)
+			return KILN_EXIT_OK;
+		kiln_warn("guest finished with status %d", status);
+		return KILN_EXIT_GUEST_STATUS;
+	case VM_STOP_RESET:
+		kiln_warn("guest reset (reboot, panic or triple fault)");
+		return KILN_EXIT_GUEST_RESET;
+	case VM_STOP_FAULT:
+		kiln_warn("guest fault (KVM exit %d)", status);
+		return KILN_EXIT_GUEST_FAULT;
+	default:
+		return KILN_EXIT_VMM_ERROR;
+	}
+}
