@@ -60,6 +60,7 @@ $(B)/kiln-jailer: $(B)/jailer/main.o $(B)/libkiln.a
 $(B)/jail-probe: tests/e2e/helpers/jail-probe.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -static -o $@ $< -lpthread
+e2e: $(B)/jail-probe
 
 $(A)/tests/test_%: $(A)/tests/unit/test_%.o $(A)/libkiln.a
 	@mkdir -p $(dir $@)
