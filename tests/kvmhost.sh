@@ -37,6 +37,7 @@ if [ ! -f "$CACHE/l1-$key.cpio.gz" ]; then
 #!/bin/busybox sh
 B=/bin/busybox
 $B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
+$B ln -s /proc/self/fd /dev/fd; $B ln -s fd/0 /dev/stdin; $B ln -s fd/1 /dev/stdout; $B ln -s fd/2 /dev/stderr
 arg() { $B sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 W=$(arg kvmhost.dir) ID=$(arg kvmhost.id)
 for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p; do
@@ -50,6 +51,7 @@ $B mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null || echo "kvmhost: no
 for d in /tmp /run /var/tmp /root; do $B mount -t tmpfs tmpfs /host$d; done
 $B mount -t devpts devpts /host/dev/pts 2>/dev/null; $B mount -t tmpfs shm /host/dev/shm 2>/dev/null
 $B mount -t 9p -o $o work /host$W || echo "kvmhost: mounting $W failed"
+echo kvmhost-start
 $B chroot /host /bin/bash -c 'cd "$0" && export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root KILN_IN_KVMHOST=1 && bash ".kvmhost-$1.cmd" </dev/null; rc=$?; echo $rc > ".kvmhost-$1.rc"; echo "kvmhost-exit=$rc"' "$W" "$ID"
 $B sync; $B poweroff -f
 INIT
@@ -63,19 +65,22 @@ cmdf=$DIR/.kvmhost-$id.cmd rcf=$DIR/.kvmhost-$id.rc log=$DIR/.kvmhost-$id.log
 trap 'rm -f "$cmdf" "$rcf" "$log"' EXIT
 printf '%q ' "$@" > "$cmdf"
 set +e
-# -k: a QEMU that ignores TERM is killed 10 s later. Kernel log lines and the marker are hidden.
+# -k: a QEMU that ignores TERM is killed 10 s later. Only the command's output is shown (from
+# the start marker on, without kernel log lines and the exit marker); the rest stays in $log.
 timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$CPUS" \
   -nographic -no-reboot -nodefaults -no-user-config -serial stdio \
   -kernel "$kdir/vmlinuz" -initrd "$CACHE/l1-$key.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=1 panic=-1 kvmhost.dir=$DIR kvmhost.id=$id" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$DIR",mount_tag=work,security_model=none </dev/null 2>&1 \
-  | tee "$log" | grep --line-buffered -v -E '^\[ *[0-9]+\.[0-9]+\] |^kvmhost-exit=|SeaBIOS|^Booting from ROM|^\r?$'
+  | tee "$log" | awk '/kvmhost-start\r?$/ { on = 1; next }
+      on && !/^\[ *[0-9]+\.[0-9]+\] / && !/^kvmhost-exit=/ { print; fflush() }'
 qrc=${PIPESTATUS[0]}
 set -e
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
   echo "kvmhost: timed out after $TMO s" >&2; exit 124
 fi
 rc=$(cat "$rcf" 2>/dev/null || sed -n 's/.*kvmhost-exit=\([0-9]*\).*/\1/p' "$log" | tail -1)
-[ -n "$rc" ] || { echo "kvmhost: the emulated host ended without a status (qemu exit $qrc)" >&2; exit 125; }
+[ -n "$rc" ] || { echo "kvmhost: the emulated host ended without a status (qemu exit $qrc):" >&2
+  tail -20 "$log" >&2; exit 125; }
 exit "$rc"

@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 # kvm_usable: /dev/kvm opens read-write and is a full KVM (not PVM, which only runs
 # PVM-enabled guest kernels), and QEMU's microvm boots our test guest on it.
 kvm_usable() {
-  { exec 3<>/dev/kvm; } 2>/dev/null || return 1
-  exec 3>&-
+  ( exec 9<>/dev/kvm ) 2>/dev/null || return 1
   [ ! -d /sys/module/kvm_pvm ] || return 1
   [ -f build/guest/bzImage ] && [ -f build/guest/initramfs.cpio.gz ] || return 0
   timeout 30 qemu-system-x86_64 -M microvm,accel=kvm -cpu host -m 128 -nodefaults -no-user-config \

@@ -14,7 +14,9 @@ FUZZ_LDFLAGS := -fsanitize=fuzzer,address,undefined
 FUZZ_LIBS   ?= -lpthread
 FUZZ_SECONDS ?= 20
 
-.PHONY: fuzz-short e2e-direct e2e-kvmhost
+.PHONY: fuzz-short
+# Keep the objects of the harnesses and unit tests (make would delete them as intermediates).
+.SECONDARY: $(FUZZ_SRCS:tests/fuzz/%.c=$(FZ)/obj/tests/fuzz/%.o) $(UNIT_SRCS:tests/unit/%.c=$(A)/tests/unit/%.o)
 
 $(FZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -32,7 +34,7 @@ fuzz: $(FUZZ_BINS)
 fuzz-short: $(FUZZ_BINS)
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/run-fuzz.sh $(FUZZ_BINS)
 
-e2e: all guest
+e2e: all guest $(B)/jail-probe
 	@tests/run-e2e.sh
 
 # Every stage runs even if an earlier one failed; a stage that produces no summary line

@@ -14,8 +14,8 @@ teardown() {
 }
 
 need_kvm() {
-  { exec 3<>/dev/kvm; } 2>/dev/null || skip "no usable /dev/kvm (make e2e runs these in tests/kvmhost.sh)"
-  exec 3>&-
+  # In a subshell: bats owns fd 3.
+  ( exec 9<>/dev/kvm ) 2>/dev/null || skip "no usable /dev/kvm (make e2e runs these in tests/kvmhost.sh)"
 }
 
 # ---- booting ---------------------------------------------------------------------------
