@@ -100,7 +100,12 @@ int initrd_place(const struct bzimage *bz, const struct mem_layout *l, uint64_t 
 		 uint64_t *addr, char *why, size_t whylen)
 {
 	uint64_t top = l->low_size;
-	uint64_t lo = (bz->mem_end + 0xfff) & ~0xfffULL;
+	uint64_t lo;
+	/* Page above the kernel's end; a kernel end in the last page leaves no room (no wrap to 0). */
+	if (add_u64(bz->mem_end, 0xfff, &lo))
+		lo &= ~0xfffULL;
+	else
+		lo = UINT64_MAX;
 	if ((uint64_t)bz->initrd_max + 1 < top)
 		top = (uint64_t)bz->initrd_max + 1;
 	if (initrd_size == 0) {
