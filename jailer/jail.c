@@ -245,10 +245,12 @@ static int open_dir_chain(const char *path, bool create, bool record)
 		snprintf(sofar + sl, sizeof(sofar) - sl, "/%s", comp);
 		int next = open_beneath(fd, comp, O_PATH | O_DIRECTORY, 0);
 		if (next < 0 && errno == ENOENT && create) {
-			if (mkdirat(fd, comp, 0700) < 0 && errno != EEXIST)
+			if (mkdirat(fd, comp, 0700) == 0) {
+				if (record)
+					push_undo(UNDO_RMDIR, sofar);
+			} else if (errno != EEXIST) {
 				jail_die(errno, "cannot create %s", sofar);
-			if (errno != EEXIST && record)
-				push_undo(UNDO_RMDIR, sofar);
+			}
 			next = open_beneath(fd, comp, O_PATH | O_DIRECTORY, 0);
 		}
 		if (next < 0) {
