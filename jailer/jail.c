@@ -350,6 +350,12 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 		reject(errno, "--exec-file %s", cfg->exec_file);
 	if (jail_check_exec_stat(&in->exec_st, why, sizeof(why)) < 0)
 		reject(0, "--exec-file %s %s", cfg->exec_file, why);
+	uint8_t head[JAIL_ELF_PEEK];
+	ssize_t got = pread(in->exec_fd, head, sizeof(head), 0);
+	if (got < 0)
+		reject(errno, "--exec-file %s", cfg->exec_file);
+	if (jail_check_elf(head, (size_t)got, why, sizeof(why)) < 0)
+		reject(0, "--exec-file %s %s", cfg->exec_file, why);
 
 	for (size_t k = 0; k < cfg->nres; k++) {
 		const char *opt = cfg->res[k].mode == JAIL_RES_RO ? "--ro" : "--rw";

@@ -314,6 +314,29 @@ int jail_check_exec_stat(const struct stat *st, char *err, size_t errlen)
 	return 0;
 }
 
+int jail_check_elf(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	if (len < 64 || memcmp(buf, "\177ELF", 4) != 0)
+		return fail(err, errlen, "is not an ELF executable");
+	if (buf[4] != 2 || buf[5] != 1) /* ELFCLASS64, ELFDATA2LSB */
+		return fail(err, errlen, "is not a 64-bit little-endian ELF file");
+	uint16_t type = ld16(buf + 16), machine = ld16(buf + 18);
+	if (type != 2 && type != 3) /* ET_EXEC, ET_DYN */
+		return fail(err, errlen, "is not an ELF executable (type %u)", type);
+	if (machine != 62) /* EM_X86_64 */
+		return fail(err, errlen, "is not an x86-64 ELF file (machine %u)", machine);
+	uint64_t phoff = ld64(buf + 32), phsize;
+	uint16_t phentsize = ld16(buf + 54), phnum = ld16(buf + 56);
+	if (phentsize < 56 || !mul_u64(phentsize, phnum, &phsize) || !range_ok(phoff, phsize, len))
+		return fail(err, errlen, "has program headers that are malformed or beyond its first %u bytes",
+			    (unsigned)len);
+	for (uint16_t i = 0; i < phnum; i++)
+		if (ld32(buf + phoff + (uint64_t)i * phentsize) == 3) /* PT_INTERP */
+			return fail(err, errlen, "is dynamically linked (has an ELF interpreter), but the jail holds "
+				    "no libraries: link it statically");
+	return 0;
+}
+
 int jail_check_resource_stat(const struct stat *st, char *err, size_t errlen)
 {
 	if (S_ISDIR(st->st_mode))

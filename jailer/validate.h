@@ -109,6 +109,13 @@ bool jail_check_env(const char *spec) KILN_WUR;
  * not writable by group or others, exactly one link. 0 or -EINVAL with the reason in err.
  */
 int jail_check_exec_stat(const struct stat *st, char *err, size_t errlen) KILN_WUR;
+/*
+ * The first bytes of the exec file (at least the ELF header and program headers; buf holds len
+ * bytes from offset 0): an x86-64 ELF executable (ET_EXEC or ET_DYN) with no PT_INTERP, that is
+ * statically linked, since the jail holds no libraries. 0 or -EINVAL with the reason in err.
+ */
+#define JAIL_ELF_PEEK 4096
+int jail_check_elf(const uint8_t *buf, size_t len, char *err, size_t errlen) KILN_WUR;
 /* A resource: a regular file (one link, not setuid/setgid) or a directory. 0 or -EINVAL. */
 int jail_check_resource_stat(const struct stat *st, char *err, size_t errlen) KILN_WUR;
 /*

@@ -152,6 +152,18 @@ assert_untouched() {
 	assert_untouched
 }
 
+@test "jailer: a script or a dynamically linked exec file is refused (the jail holds no libraries)" {
+	printf '#!/bin/sh\nexit 0\n' > "$EXE"
+	run jail -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --exec-file $EXE is not an ELF executable" ]
+	install -o root -g root -m 0755 /usr/bin/env "$EXE"   # any dynamically linked program
+	run jail -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --exec-file $EXE is dynamically linked (has an ELF interpreter), but the jail holds no libraries: link it statically" ]
+	assert_untouched
+}
+
 @test "jailer: a setuid, a group-writable or a non-root exec file is refused, nothing touched" {
 	chmod 4755 "$EXE"
 	run jail -- hold
@@ -256,7 +268,8 @@ assert_untouched() {
 }
 
 @test "jailer: a failure inside the new namespaces (exec refused) undoes everything" {
-	printf 'not an executable\n' > "$EXE"
+	# An ELF that passes the jailer's checks but that the kernel refuses (no program headers).
+	printf '\0\0' | dd of="$EXE" bs=1 seek=56 conv=notrunc status=none
 	run jail -- hold
 	[ "$status" -eq 7 ]
 	[ "$output" = "kiln-jailer: cannot exec /jail-probe in the jail: Exec format error" ]

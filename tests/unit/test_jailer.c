@@ -281,6 +281,60 @@ static void test_resource_and_dir_stat(void **state)
 	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), -EINVAL);
 }
 
+/* A minimal x86-64 ELF header with two program headers at offset 64. */
+static void make_elf(uint8_t *b, size_t len, uint16_t type, uint32_t ph1_type)
+{
+	memset(b, 0, len);
+	memcpy(b, "\177ELF", 4);
+	b[4] = 2;
+	b[5] = 1;
+	st16(b + 16, type);
+	st16(b + 18, 62);
+	st64(b + 32, 64);
+	st16(b + 54, 56);
+	st16(b + 56, 2);
+	st32(b + 64, 1);             /* PT_LOAD */
+	st32(b + 64 + 56, ph1_type); /* PT_INTERP (3) or PT_NOTE (4) */
+}
+
+static void test_elf(void **state)
+{
+	(void)state;
+	char err[JAIL_ERR_MAX];
+	uint8_t b[256];
+	make_elf(b, sizeof(b), 3, 4);
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), 0);
+	make_elf(b, sizeof(b), 2, 4);
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), 0);
+	make_elf(b, sizeof(b), 3, 3);
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "is dynamically linked (has an ELF interpreter), but the jail holds no libraries: "
+				 "link it statically");
+	make_elf(b, sizeof(b), 1, 4); /* ET_REL */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "is not an ELF executable (type 1)");
+	make_elf(b, sizeof(b), 3, 4);
+	st16(b + 18, 183); /* aarch64 */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	make_elf(b, sizeof(b), 3, 4);
+	b[4] = 1; /* 32-bit */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	make_elf(b, sizeof(b), 3, 4);
+	assert_int_equal(jail_check_elf(b, 63, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_elf(b, 64 + 56 + 55, err, sizeof(err)), -EINVAL); /* phdrs cut short */
+	st64(b + 32, UINT64_MAX - 8);                                                  /* phoff overflow */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	make_elf(b, sizeof(b), 3, 4);
+	st16(b + 54, 8); /* phentsize too small */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	make_elf(b, sizeof(b), 3, 4);
+	st16(b + 56, 0xffff); /* phnum beyond the buffer */
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	memcpy(b, "#!/b", 4);
+	assert_int_equal(jail_check_elf(b, sizeof(b), err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "is not an ELF executable");
+}
+
 /* ---- command line ---- */
 
 static struct jail_config cfg;
@@ -421,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_exec_stat),
 		cmocka_unit_test(test_resource_and_dir_stat),
+		cmocka_unit_test(test_elf),
 		cmocka_unit_test(test_parse_ok),
 		cmocka_unit_test(test_parse_reject),
 		cmocka_unit_test(test_parse_limits),
