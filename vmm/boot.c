@@ -10,6 +10,8 @@ _Static_assert(sizeof(struct boot_params) == 4096, "zero page is one page");
 _Static_assert(offsetof(struct boot_params, hdr) == 0x1f1, "setup header offset");
 _Static_assert(offsetof(struct boot_params, e820_table) == 0x2d0, "e820 table offset");
 _Static_assert(sizeof(struct boot_e820_entry) == 20, "e820 entry size");
+_Static_assert(sizeof(((struct bzimage *)0)->setup_hdr) == sizeof(struct setup_header),
+	       "setup header copy matches the zero page");
 
 #define HDR_OFF          0x1f1
 #define HDR_MAGIC        0x53726448u /* "HdrS" */

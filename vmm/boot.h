@@ -35,7 +35,7 @@ struct bzimage {
 	uint32_t initrd_max;   /* highest address the initrd may occupy */
 	uint32_t cmdline_max;  /* longest command line the kernel accepts, without NUL */
 	uint16_t version;      /* boot protocol version */
-	uint8_t setup_hdr[0x7f]; /* copy of the setup header, file offsets 0x1f1.. */
+	uint8_t setup_hdr[0x7b]; /* copy of the setup header, file offsets 0x1f1.. */
 	size_t setup_hdr_len;
 };
 

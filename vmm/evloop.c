@@ -1,0 +1,110 @@
+/* evloop.c: the single-threaded epoll event loop of kiln-vmm's main thread. */
+#include "evloop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+int evloop_init(struct evloop *l)
+{
+	l->used = 0;
+	l->stop = 0;
+	l->h = calloc(EVLOOP_MAX_HANDLERS, sizeof(*l->h));
+	if (!l->h)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < EVLOOP_MAX_HANDLERS; i++)
+		l->h[i].fd = -1;
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (l->ep < 0) {
+		int r = -errno;
+		free(l->h);
+		l->h = NULL;
+		return r;
+	}
+	return 0;
+}
+
+static struct evloop_handler *find(struct evloop *l, int fd)
+{
+	for (unsigned int i = 0; i < l->used; i++)
+		if (l->h[i].fd == fd)
+			return &l->h[i];
+	return NULL;
+}
+
+int evloop_add(struct evloop *l, int fd, uint32_t events, evloop_cb cb, void *ctx)
+{
+	struct evloop_handler *h = NULL;
+	if (fd < 0 || find(l, fd))
+		return -EINVAL;
+	for (unsigned int i = 0; i < l->used; i++)
+		if (l->h[i].fd < 0) {
+			h = &l->h[i];
+			break;
+		}
+	if (!h) {
+		if (l->used >= EVLOOP_MAX_HANDLERS)
+			return -ENOSPC;
+		h = &l->h[l->used++];
+	}
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	h->fd = fd;
+	h->cb = cb;
+	h->ctx = ctx;
+	return 0;
+}
+
+int evloop_mod(struct evloop *l, int fd, uint32_t events)
+{
+	struct evloop_handler *h = find(l, fd);
+	if (!h)
+		return -ENOENT;
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	return epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+void evloop_del(struct evloop *l, int fd)
+{
+	struct evloop_handler *h = find(l, fd);
+	if (!h)
+		return;
+	(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
+	h->fd = -1; /* a pending event for this slot in the current batch is skipped */
+	h->cb = NULL;
+}
+
+int evloop_run(struct evloop *l)
+{
+	struct epoll_event evs[64];
+	while (!l->stop) {
+		int n = epoll_wait(l->ep, evs, 64, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			struct evloop_handler *h = evs[i].data.ptr;
+			if (h->fd >= 0 && h->cb)
+				h->cb(h->ctx, h->fd, evs[i].events);
+		}
+	}
+	return 0;
+}
+
+void evloop_stop(struct evloop *l)
+{
+	l->stop = 1;
+}
+
+void evloop_destroy(struct evloop *l)
+{
+	if (l->ep >= 0)
+		close(l->ep);
+	l->ep = -1;
+	free(l->h);
+	l->h = NULL;
+}
