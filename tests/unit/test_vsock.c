@@ -1,0 +1,1173 @@
+/* test_vsock.c: virtio-vsock header validation, credit arithmetic, the state machine (each op in each
+ * state) over a fake guest and a fake backend, the host handshake parser and --vsock options. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "devices/vsock.h"
+#include "fake_guest.h"
+#include "vmm/vsock_host.h"
+
+#define CID 3u
+#define QS 16u
+
+/* ---- pure: header, verdicts, credit --------------------------------------------------------- */
+
+static struct vsock_hdr hdr(uint16_t op, uint32_t len)
+{
+	struct vsock_hdr h = {
+		.src_cid = CID, .dst_cid = VSOCK_HOST_CID, .src_port = 1000, .dst_port = 52,
+		.len = len, .type = VSOCK_TYPE_STREAM, .op = op, .buf_alloc = 65536, .fwd_cnt = 0,
+	};
+	return h;
+}
+
+static void test_hdr_roundtrip(void **state)
+{
+	(void)state;
+	struct vsock_hdr a = { 0x1122334455667788ull, 0x99aabbccddeeff00ull, 1, 2, 3, 4, 5, 6, 7, 8 }, b;
+	uint8_t raw[VSOCK_HDR_SIZE];
+	vsock_hdr_encode(&a, raw);
+	assert_int_equal(raw[0], 0x88); /* little-endian */
+	assert_int_equal(raw[28], 4);
+	assert_int_equal(raw[30], 5);
+	vsock_hdr_decode(raw, &b);
+	assert_memory_equal(&a, &b, sizeof(a));
+}
+
+static void test_check_verdicts(void **state)
+{
+	(void)state;
+	struct vsock_hdr h = hdr(VSOCK_OP_RW, 10);
+	assert_int_equal(vsock_check(&h, CID, 54, 0), VSOCK_PKT_OK);
+	assert_int_equal(vsock_check(&h, CID, 43, 0), VSOCK_PKT_DROP_SHORT);
+	assert_int_equal(vsock_check(&h, CID, 0, 0), VSOCK_PKT_DROP_SHORT);
+	assert_int_equal(vsock_check(&h, CID, 53, 0), VSOCK_PKT_DROP_LEN);  /* len beyond the chain */
+	assert_int_equal(vsock_check(&h, CID, 55, 0), VSOCK_PKT_DROP_LEN);  /* chain beyond len */
+	assert_int_equal(vsock_check(&h, CID, 54, 1), VSOCK_PKT_DROP_LEN);  /* writable part */
+	h.len = VSOCK_MAX_PKT;
+	assert_int_equal(vsock_check(&h, CID, 44 + VSOCK_MAX_PKT, 0), VSOCK_PKT_OK);
+	h.len = VSOCK_MAX_PKT + 1;
+	assert_int_equal(vsock_check(&h, CID, 45 + VSOCK_MAX_PKT, 0), VSOCK_PKT_DROP_LEN);
+	h.len = 0xffffffffu;
+	assert_int_equal(vsock_check(&h, CID, 44ull + 0xffffffffull, 0), VSOCK_PKT_DROP_LEN);
+	h = hdr(VSOCK_OP_REQUEST, 4); /* payload on a control op */
+	assert_int_equal(vsock_check(&h, CID, 48, 0), VSOCK_PKT_DROP_LEN);
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_OK);
+	h.src_cid = 4;
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_DROP_SRC);
+	h.src_cid = VSOCK_HOST_CID; /* host impersonated */
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_DROP_SRC);
+	h.src_cid = CID | (1ull << 32);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_DROP_SRC);
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	h.dst_cid = 5;
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_DST);
+	h.dst_cid = CID; /* loopback to itself */
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_DST);
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	h.type = 2; /* SEQPACKET: not offered */
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_TYPE);
+	h = hdr(VSOCK_OP_INVALID, 0);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_OP);
+	h = hdr(8, 0);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_OP);
+	h = hdr(0xffff, 0);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_OP);
+	h = hdr(VSOCK_OP_SHUTDOWN, 0);
+	h.flags = VSOCK_SHUTDOWN_ALL;
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_OK);
+	h.flags = 4;
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_RST_FLAGS);
+	h = hdr(VSOCK_OP_RST, 0);
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_OK);
+	h.dst_cid = 7; /* a malformed RST is never answered */
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_DROP_RST);
+	h = hdr(VSOCK_OP_RST, 0);
+	h.type = 9;
+	assert_int_equal(vsock_check(&h, CID, 44, 0), VSOCK_PKT_DROP_RST);
+	for (int v = 0; v < VSOCK_PKT_VERDICTS; v++)
+		assert_non_null(vsock_verdict_str((enum vsock_verdict)v));
+	assert_string_equal(vsock_verdict_str(VSOCK_PKT_VERDICTS), "?");
+}
+
+static void test_credit(void **state)
+{
+	(void)state;
+	assert_int_equal(vsock_credit(65536, 0, 0), 65536);
+	assert_int_equal(vsock_credit(65536, 100, 1100), 64536);
+	assert_int_equal(vsock_credit(65536, 0, 65536), 0);
+	/* wraparound: the sender's counter wrapped, the receiver's not yet */
+	assert_int_equal(vsock_credit(65536, 0xfffffff0u, 0x10u), 65536 - 0x20);
+	assert_int_equal(vsock_credit(65536, 0xffffffffu, 0xffffffffu), 65536);
+	assert_int_equal(vsock_credit(65536, 0xffff0000u, 0x0u), 0);
+	/* receiver shrank its buffer under what is in flight */
+	assert_int_equal(vsock_credit(100, 0, 200), 0);
+	/* receiver claims to have consumed more than was sent: in flight looks huge: 0 */
+	assert_int_equal(vsock_credit(65536, 10, 5), 0);
+	/* zero buf_alloc */
+	assert_int_equal(vsock_credit(0, 0, 0), 0);
+	assert_int_equal(vsock_credit(0xffffffffu, 0, 0), 0xffffffffu);
+}
+
+/* ---- pure: handshake parser and options ----------------------------------------------------- */
+
+static int hs(const char *s, uint32_t *port)
+{
+	return vsock_handshake_parse(s, strlen(s), port);
+}
+
+static void test_handshake(void **state)
+{
+	(void)state;
+	uint32_t p = 0;
+	assert_int_equal(hs("CONNECT 52\n", &p), 11);
+	assert_int_equal(p, 52);
+	assert_int_equal(hs("connect 1024\n", &p), 13);
+	assert_int_equal(p, 1024);
+	assert_int_equal(hs("CoNnEcT\t  7 \r\n", &p), 14);
+	assert_int_equal(p, 7);
+	assert_int_equal(hs("CONNECT 0\n", &p), 10);
+	assert_int_equal(p, 0);
+	assert_int_equal(hs("CONNECT 4294967294\n", &p), 19);
+	assert_int_equal(p, 4294967294u);
+	/* the client's stream may follow the line: only the line is counted */
+	assert_int_equal(hs("CONNECT 52\nhello", &p), 11);
+	/* short: more bytes needed */
+	assert_int_equal(hs("", &p), 0);
+	assert_int_equal(hs("CONN", &p), 0);
+	assert_int_equal(hs("CONNECT", &p), 0);
+	assert_int_equal(hs("CONNECT 52", &p), 0);
+	assert_int_equal(hs("CONNECT 52 \r", &p), 0);
+	/* missing newline within 32 bytes */
+	assert_int_equal(hs("CONNECT 52                      ", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT                         52\n", &p), -EINVAL);
+	/* non-numeric, signs, overflow, VMADDR_PORT_ANY */
+	assert_int_equal(hs("CONNECT abc\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT -1\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT +1\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 0x10\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 4294967295\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 4294967296\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 99999999999\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 00000000001\n", &p), -EINVAL); /* 11 digits */
+	assert_int_equal(hs("CONNECT 52 53\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT 52x\n", &p), -EINVAL);
+	/* keyword */
+	assert_int_equal(hs("CONNECT\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT \n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECT52\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNECTX 52\n", &p), -EINVAL);
+	assert_int_equal(hs("CONNEC 52\n", &p), -EINVAL);
+	assert_int_equal(hs(" CONNECT 52\n", &p), -EINVAL);
+	assert_int_equal(hs("GET / HTTP/1.1", &p), -EINVAL); /* rejected before any newline */
+	assert_int_equal(hs("OK 52\n", &p), -EINVAL);
+	char nul[] = "CONNECT 5\0\n";
+	assert_int_equal(vsock_handshake_parse(nul, sizeof(nul) - 1, &p), -EINVAL);
+	/* long: only the first 32 bytes count */
+	char lng[64];
+	memset(lng, '1', sizeof(lng));
+	memcpy(lng, "CONNECT ", 8);
+	assert_int_equal(vsock_handshake_parse(lng, sizeof(lng), &p), -EINVAL);
+	memset(lng, ' ', sizeof(lng));
+	memcpy(lng, "CONNECT 5", 9);
+	lng[40] = '\n';
+	assert_int_equal(vsock_handshake_parse(lng, sizeof(lng), &p), -EINVAL);
+	memset(lng, ' ', sizeof(lng));
+	memcpy(lng, "CONNECT 5", 9);
+	lng[31] = '\n'; /* exactly 32 bytes with the newline */
+	assert_int_equal(vsock_handshake_parse(lng, sizeof(lng), &p), 32);
+	assert_int_equal(p, 5);
+}
+
+static void test_parse_opts(void **state)
+{
+	(void)state;
+	struct vsock_opts o;
+	char a1[] = "cid=3,uds=/tmp/v.sock";
+	assert_int_equal(vsock_parse_opts(a1, &o), 0);
+	assert_int_equal(o.cid, 3);
+	assert_string_equal(o.uds, "/tmp/v.sock");
+	assert_int_equal(o.max_conns, VSOCK_DEFAULT_MAX_CONNS);
+	char a2[] = "uds=x,max_conns=7,cid=4294967294";
+	assert_int_equal(vsock_parse_opts(a2, &o), 0);
+	assert_int_equal(o.cid, 4294967294u);
+	assert_int_equal(o.max_conns, 7);
+	char b1[] = "cid=2,uds=x";
+	assert_int_not_equal(vsock_parse_opts(b1, &o), 0);
+	char b2[] = "cid=4294967295,uds=x";
+	assert_int_not_equal(vsock_parse_opts(b2, &o), 0);
+	char b3[] = "cid=3";
+	assert_int_not_equal(vsock_parse_opts(b3, &o), 0);
+	char b4[] = "uds=x";
+	assert_int_not_equal(vsock_parse_opts(b4, &o), 0);
+	char b5[] = "cid=3,uds=";
+	assert_int_not_equal(vsock_parse_opts(b5, &o), 0);
+	char b6[] = "cid=3,uds=x,max_conns=0";
+	assert_int_not_equal(vsock_parse_opts(b6, &o), 0);
+	char b7[] = "cid=3,uds=x,max_conns=99999";
+	assert_int_not_equal(vsock_parse_opts(b7, &o), 0);
+	char b8[] = "cid=3,cid=4,uds=x";
+	assert_int_not_equal(vsock_parse_opts(b8, &o), 0);
+	char b9[] = "cid=3,uds=x,foo=1";
+	assert_int_not_equal(vsock_parse_opts(b9, &o), 0);
+	char b10[] = "cid=-3,uds=x";
+	assert_int_not_equal(vsock_parse_opts(b10, &o), 0);
+	char b11[] = "cid=3,uds=x,";
+	assert_int_not_equal(vsock_parse_opts(b11, &o), 0);
+	char b12[] = "";
+	assert_int_not_equal(vsock_parse_opts(b12, &o), 0);
+	char lng[200];
+	snprintf(lng, sizeof(lng), "cid=3,uds=%0*d", (int)VSOCK_UDS_MAX, 0);
+	assert_int_not_equal(vsock_parse_opts(lng, &o), 0);
+	snprintf(lng, sizeof(lng), "cid=3,uds=%0*d", (int)VSOCK_UDS_MAX - 1, 0);
+	assert_int_equal(vsock_parse_opts(lng, &o), 0);
+}
+
+/* ---- the device over a fake guest and a fake backend ---------------------------------------- */
+
+/* Queue layouts inside fake guest RAM: rx at +0, tx at +0x1000, event at +0x2000. */
+#define QBASE(q) (FG_RAM_GPA + 0x1000ull * (q))
+#define QDESC(q) (QBASE(q))
+#define QAVAIL(q) (QBASE(q) + 0x400)
+#define QUSED(q) (QBASE(q) + 0x800)
+#define RXBUF(i) (FG_DATA + 0x2000ull * (i))        /* 16 rx buffers of 8 KiB */
+#define TXHDR (FG_DATA + 0x40000)
+#define TXDATA (FG_DATA + 0x41000)                  /* up to 64 KiB of payload */
+#define RXLEN 4140u                                 /* 44 + 4096 */
+
+struct fake_be {
+	int connect_rc;
+	int established_rc;
+	unsigned int connects, establisheds, releases, shut_wrs, kicks, watches;
+	bool rd, wr;
+	uint32_t last_port;
+	/* host -> device */
+	uint8_t src[300000];
+	size_t src_len, src_off;
+	bool src_eof;
+	int recv_err;
+	/* device -> host */
+	uint8_t sink[600000];
+	size_t sink_len, sink_cap; /* sink_cap: bytes the host accepts before EAGAIN */
+	int send_err;
+	struct vsock_conn *last;
+};
+
+static struct fake_guest fg;
+static struct vsock_dev dev;
+static struct fake_be fb;
+static uint16_t avail[3], used_seen[3];
+static unsigned int irqs;
+
+static int f_connect(void *ctx, struct vsock_conn *c, uint32_t port)
+{
+	(void)ctx;
+	fb.connects++;
+	fb.last_port = port;
+	fb.last = c;
+	if (fb.connect_rc >= 0)
+		c->be = &fb;
+	return fb.connect_rc;
+}
+static int f_established(void *ctx, struct vsock_conn *c)
+{
+	(void)ctx;
+	(void)c;
+	fb.establisheds++;
+	return fb.established_rc;
+}
+static ssize_t f_send(void *ctx, struct vsock_conn *c, const struct iovec *iov, int n)
+{
+	(void)ctx;
+	(void)c;
+	if (fb.send_err)
+		return fb.send_err;
+	size_t done = 0;
+	for (int i = 0; i < n; i++) {
+		size_t room = fb.sink_cap - fb.sink_len;
+		size_t k = iov[i].iov_len < room ? iov[i].iov_len : room;
+		memcpy(fb.sink + fb.sink_len, iov[i].iov_base, k);
+		fb.sink_len += k;
+		done += k;
+	}
+	return done ? (ssize_t)done : -EAGAIN;
+}
+static ssize_t f_recv(void *ctx, struct vsock_conn *c, const struct iovec *iov, int n)
+{
+	(void)ctx;
+	(void)c;
+	if (fb.recv_err)
+		return fb.recv_err;
+	size_t done = 0;
+	for (int i = 0; i < n && fb.src_off < fb.src_len; i++) {
+		size_t k = fb.src_len - fb.src_off;
+		if (k > iov[i].iov_len)
+			k = iov[i].iov_len;
+		memcpy(iov[i].iov_base, fb.src + fb.src_off, k);
+		fb.src_off += k;
+		done += k;
+	}
+	if (done)
+		return (ssize_t)done;
+	return fb.src_eof ? 0 : -EAGAIN;
+}
+static void f_shut_wr(void *ctx, struct vsock_conn *c)
+{
+	(void)ctx;
+	(void)c;
+	fb.shut_wrs++;
+}
+static void f_watch(void *ctx, struct vsock_conn *c, bool rd, bool wr)
+{
+	(void)ctx;
+	(void)c;
+	fb.watches++;
+	fb.rd = rd;
+	fb.wr = wr;
+}
+static void f_release(void *ctx, struct vsock_conn *c)
+{
+	(void)ctx;
+	assert_ptr_equal(c->be, &fb);
+	fb.releases++;
+}
+static void f_kick(void *ctx)
+{
+	(void)ctx;
+	fb.kicks++;
+}
+static const struct vsock_backend fbe = { f_connect, f_established, f_send, f_recv, f_shut_wr, f_watch,
+					  f_release, f_kick };
+
+static void irq(void *ctx)
+{
+	(void)ctx;
+	irqs++;
+}
+
+static void w32(uint64_t off, uint32_t v)
+{
+	assert_int_equal(virtio_mmio_write(&dev.mmio, off, &v, 4), 0);
+}
+static uint32_t r32(uint64_t off)
+{
+	uint32_t v = 0;
+	(void)virtio_mmio_read(&dev.mmio, off, &v, 4);
+	return v;
+}
+
+static void desc(unsigned int q, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	fg_desc_at(&fg, QDESC(q), i, addr, len, flags, next);
+}
+static void post(unsigned int q, uint16_t head)
+{
+	st16(fg_host(&fg, QAVAIL(q)) + 4 + 2u * (avail[q] % QS), head);
+	avail[q]++;
+	st16(fg_host(&fg, QAVAIL(q)) + 2, avail[q]);
+}
+
+static void setup_dev(unsigned int max_conns)
+{
+	fg_init(&fg, QS);
+	memset(&fb, 0, sizeof(fb));
+	fb.connect_rc = 1;
+	fb.sink_cap = sizeof(fb.sink);
+	memset(avail, 0, sizeof(avail));
+	memset(used_seen, 0, sizeof(used_seen));
+	irqs = 0;
+	assert_int_equal(vsock_dev_init(&dev, &fg.m, CID, max_conns, &fbe, NULL, irq, NULL), 0);
+	assert_int_equal(r32(VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_VSOCK);
+	uint32_t cid_lo = 0, cid_hi = 0;
+	assert_int_equal(virtio_mmio_read(&dev.mmio, 0x100, &cid_lo, 4), 0);
+	assert_int_equal(virtio_mmio_read(&dev.mmio, 0x104, &cid_hi, 4), 0);
+	assert_int_equal(cid_lo, CID);
+	assert_int_equal(cid_hi, 0);
+	w32(VIRTIO_MMIO_STATUS, 1);
+	w32(VIRTIO_MMIO_STATUS, 3);
+	w32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	w32(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
+	w32(VIRTIO_MMIO_STATUS, 0xb);
+	for (unsigned int q = 0; q < 3; q++) {
+		w32(VIRTIO_MMIO_QUEUE_SEL, q);
+		w32(VIRTIO_MMIO_QUEUE_NUM, QS);
+		w32(VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QDESC(q));
+		w32(VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)QAVAIL(q));
+		w32(VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)QUSED(q));
+		w32(VIRTIO_MMIO_QUEUE_READY, 1);
+	}
+	w32(VIRTIO_MMIO_STATUS, 0xf);
+	assert_int_equal(r32(VIRTIO_MMIO_STATUS), 0xf);
+}
+
+static void teardown_dev(void)
+{
+	vsock_dev_destroy(&dev);
+	fg_free(&fg);
+}
+
+/* Post n fresh rx buffers (one descriptor each; slots reused round-robin). */
+static void rx_give(unsigned int n)
+{
+	for (unsigned int k = 0; k < n; k++) {
+		uint16_t i = (uint16_t)(avail[0] % QS);
+		desc(0, i, RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE, 0);
+		post(0, i);
+	}
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_RXQ);
+}
+
+/* Next packet the device gave the guest, or false. Payload copied to data (if any). */
+static bool rx_take(struct vsock_hdr *h, uint8_t *data)
+{
+	uint16_t u = ld16(fg_host(&fg, QUSED(0)) + 2);
+	if (u == used_seen[0])
+		return false;
+	uint8_t *e = fg_host(&fg, QUSED(0)) + 4 + 8u * (used_seen[0] % QS);
+	uint32_t id = ld32(e), len = ld32(e + 4);
+	used_seen[0]++;
+	assert_true(len >= VSOCK_HDR_SIZE);
+	const uint8_t *b = fg_host(&fg, RXBUF(id));
+	vsock_hdr_decode(b, h);
+	assert_int_equal(len, VSOCK_HDR_SIZE + h->len);
+	assert_int_equal(h->src_cid, VSOCK_HOST_CID);
+	assert_int_equal(h->dst_cid, CID);
+	assert_int_equal(h->type, VSOCK_TYPE_STREAM);
+	if (data)
+		memcpy(data, b + VSOCK_HDR_SIZE, h->len);
+	return true;
+}
+
+static uint16_t rx_expect(uint32_t host_port, uint32_t guest_port)
+{
+	struct vsock_hdr h;
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.src_port, host_port);
+	assert_int_equal(h.dst_port, guest_port);
+	return h.op;
+}
+
+static void rx_none(void)
+{
+	struct vsock_hdr h;
+	assert_false(rx_take(&h, NULL));
+}
+
+/* The guest sends one packet (header + optional payload descriptor) and kicks tx. */
+static void tx_full(const struct vsock_hdr *h, const void *data, uint32_t len)
+{
+	uint8_t raw[VSOCK_HDR_SIZE];
+	vsock_hdr_encode(h, raw);
+	memcpy(fg_host(&fg, TXHDR), raw, sizeof(raw));
+	if (len) {
+		memcpy(fg_host(&fg, TXDATA), data, len);
+		desc(1, 0, TXHDR, VSOCK_HDR_SIZE, VIRTQ_DESC_F_NEXT, 1);
+		desc(1, 1, TXDATA, len, 0, 0);
+	} else {
+		desc(1, 0, TXHDR, VSOCK_HDR_SIZE, 0, 0);
+	}
+	post(1, 0);
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	assert_int_equal(ld16(fg_host(&fg, QUSED(1)) + 2), avail[1]); /* every tx chain comes back */
+}
+
+static void tx(uint16_t op, uint32_t gport, uint32_t hport, uint32_t flags)
+{
+	struct vsock_hdr h = hdr(op, 0);
+	h.src_port = gport;
+	h.dst_port = hport;
+	h.flags = flags;
+	tx_full(&h, NULL, 0);
+}
+
+static void tx_rw(uint32_t gport, uint32_t hport, const void *data, uint32_t len)
+{
+	struct vsock_hdr h = hdr(VSOCK_OP_RW, len);
+	h.src_port = gport;
+	h.dst_port = hport;
+	tx_full(&h, data, len);
+}
+
+/* Guest connects 1000 -> host 52, the backend accepts: RESPONSE. */
+static struct vsock_conn *establish(void)
+{
+	tx(VSOCK_OP_REQUEST, 1000, 52, 0);
+	assert_int_equal(fb.connects, 1);
+	assert_int_equal(fb.last_port, 52);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	assert_int_equal(dev.nconns, 1);
+	return fb.last;
+}
+
+static void test_guest_connect_echo(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	assert_int_equal(c->state, VSOCK_ESTABLISHED);
+	assert_true(fb.rd); /* the guest gave 64 KiB credit: host reads are wanted */
+	/* guest -> host */
+	tx_rw(1000, 52, "hello", 5);
+	assert_int_equal(fb.sink_len, 5);
+	assert_memory_equal(fb.sink, "hello", 5);
+	assert_int_equal(c->fwd_cnt, 5);
+	rx_none(); /* no credit update needed yet */
+	/* host -> guest */
+	memcpy(fb.src, "world!", 6);
+	fb.src_len = 6;
+	vsock_dev_readable(&dev, c);
+	struct vsock_hdr h;
+	uint8_t data[8];
+	assert_true(rx_take(&h, data));
+	assert_int_equal(h.op, VSOCK_OP_RW);
+	assert_int_equal(h.len, 6);
+	assert_memory_equal(data, "world!", 6);
+	assert_int_equal(h.fwd_cnt, 5);         /* our credit rides on every packet */
+	assert_int_equal(h.buf_alloc, dev.buf_alloc);
+	assert_true(irqs > 0);
+	/* host EOF: SHUTDOWN(SEND) */
+	fb.src_eof = true;
+	vsock_dev_readable(&dev, c);
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.op, VSOCK_OP_SHUTDOWN);
+	assert_int_equal(h.flags, VSOCK_SHUTDOWN_SEND);
+	assert_false(fb.rd);
+	/* guest closes: SHUTDOWN both -> RST, released */
+	tx(VSOCK_OP_SHUTDOWN, 1000, 52, VSOCK_SHUTDOWN_ALL);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(fb.releases, 1);
+	assert_int_equal(fb.shut_wrs, 1);
+	assert_int_equal(dev.nconns, 0);
+	/* RW after the close: RST from "no connection" */
+	tx_rw(1000, 52, "x", 1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	teardown_dev();
+}
+
+static void test_guest_connect_refused(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(4);
+	fb.connect_rc = -ENOENT;
+	tx(VSOCK_OP_REQUEST, 1000, 52, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(fb.releases, 0); /* the backend kept nothing */
+	assert_int_equal(dev.stats.refused, 1);
+	teardown_dev();
+}
+
+static void test_table_full(void **state)
+{
+	(void)state;
+	setup_dev(2);
+	rx_give(8);
+	tx(VSOCK_OP_REQUEST, 1, 52, 0);
+	tx(VSOCK_OP_REQUEST, 2, 52, 0);
+	tx(VSOCK_OP_REQUEST, 3, 52, 0);
+	assert_int_equal(rx_expect(52, 1), VSOCK_OP_RESPONSE);
+	assert_int_equal(rx_expect(52, 2), VSOCK_OP_RESPONSE);
+	assert_int_equal(rx_expect(52, 3), VSOCK_OP_RST);
+	assert_int_equal(dev.stats.table_full, 1);
+	assert_int_equal(fb.connects, 2);
+	struct vsock_conn *c;
+	assert_int_equal(vsock_dev_host_connect(&dev, 9, &fb, &c), -ENOSPC);
+	/* one goes away: room again */
+	tx(VSOCK_OP_RST, 1, 52, 0);
+	rx_none();
+	assert_int_equal(dev.nconns, 1);
+	tx(VSOCK_OP_REQUEST, 3, 52, 0);
+	assert_int_equal(rx_expect(52, 3), VSOCK_OP_RESPONSE);
+	teardown_dev();
+}
+
+static void test_bad_packets(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(8);
+	struct vsock_hdr h = hdr(VSOCK_OP_REQUEST, 0);
+	h.src_cid = 9; /* impersonation: dropped silently */
+	tx_full(&h, NULL, 0);
+	rx_none();
+	assert_int_equal(dev.stats.verdict[VSOCK_PKT_DROP_SRC], 1);
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	h.dst_cid = 77; /* not the host: RST from the CID the guest asked for */
+	tx_full(&h, NULL, 0);
+	struct vsock_hdr r;
+	{
+		uint16_t u = ld16(fg_host(&fg, QUSED(0)) + 2);
+		assert_int_equal(u, used_seen[0] + 1);
+		uint8_t *e = fg_host(&fg, QUSED(0)) + 4 + 8u * (used_seen[0] % QS);
+		vsock_hdr_decode(fg_host(&fg, RXBUF(ld32(e))), &r);
+		used_seen[0]++;
+		assert_int_equal(r.op, VSOCK_OP_RST);
+		assert_int_equal(r.src_cid, 77);
+		assert_int_equal(r.dst_cid, CID);
+	}
+	/* len beyond the chain: dropped */
+	h = hdr(VSOCK_OP_RW, 100);
+	vsock_hdr_encode(&h, fg_host(&fg, TXHDR));
+	desc(1, 0, TXHDR, VSOCK_HDR_SIZE, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, 1, TXDATA, 50, 0, 0);
+	post(1, 0);
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	rx_none();
+	assert_int_equal(dev.stats.verdict[VSOCK_PKT_DROP_LEN], 1);
+	/* header split over descriptors, short: dropped */
+	desc(1, 0, TXHDR, 20, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, 1, TXHDR + 20, 20, 0, 0);
+	post(1, 0);
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	assert_int_equal(dev.stats.verdict[VSOCK_PKT_DROP_SHORT], 1);
+	/* header split over descriptors, complete: fine (REQUEST) */
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	vsock_hdr_encode(&h, fg_host(&fg, TXHDR));
+	desc(1, 0, TXHDR, 20, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, 1, TXHDR + 20, 24, 0, 0);
+	post(1, 0);
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	/* unknown op on the live connection: RST and gone */
+	h = hdr(12, 0);
+	tx_full(&h, NULL, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.nconns, 0);
+	/* wrong type: RST */
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	h.type = 2;
+	tx_full(&h, NULL, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.nconns, 0);
+	/* RST for nothing: nothing */
+	tx(VSOCK_OP_RST, 5, 6, 0);
+	rx_none();
+	/* a tx chain with a writable descriptor: dropped, still returned */
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	vsock_hdr_encode(&h, fg_host(&fg, TXHDR));
+	desc(1, 0, TXHDR, VSOCK_HDR_SIZE, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, 1, TXDATA, 8, VIRTQ_DESC_F_WRITE, 0);
+	post(1, 0);
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	rx_none();
+	assert_int_equal(ld16(fg_host(&fg, QUSED(1)) + 2), avail[1]);
+	assert_int_equal(dev.mmio.status, 0xf); /* none of this breaks the device */
+	teardown_dev();
+}
+
+static void test_credit_violation_and_flush(void **state)
+{
+	(void)state;
+	setup_dev(4); /* buf_alloc = 256 KiB */
+	assert_int_equal(dev.buf_alloc, VSOCK_CONN_BUF_MAX);
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	static uint8_t chunk[VSOCK_MAX_PKT];
+	fb.sink_cap = 1000; /* host reads 1000 bytes, then blocks */
+	uint32_t sent = 0;
+	for (unsigned int i = 0; i < 4; i++) {
+		memset(chunk, 'a' + i, sizeof(chunk));
+		tx_rw(1000, 52, chunk, sizeof(chunk));
+		sent += sizeof(chunk);
+	}
+	assert_int_equal(fb.sink_len, 1000);
+	assert_int_equal(c->tx_cnt - c->fwd_cnt, sent - 1000);
+	assert_int_equal(dev.buffered, sent - 1000);
+	assert_true(fb.wr);
+	/* the guest was told fwd_cnt 1000 only if its view ran low; it may send exactly the rest */
+	uint32_t view = vsock_credit(c->buf_alloc, c->fwd_cnt_sent, c->tx_cnt);
+	uint32_t real = vsock_credit(c->buf_alloc, c->fwd_cnt, c->tx_cnt);
+	assert_true(view <= real);
+	assert_int_equal(real, 1000);
+	memset(chunk, 'z', 1001);
+	tx_rw(1000, 52, chunk, 1001); /* one byte past the credit */
+	assert_int_equal(dev.stats.credit_violations, 1);
+	struct vsock_hdr h;
+	bool rst = false;
+	while (rx_take(&h, NULL))
+		rst = rst || h.op == VSOCK_OP_RST;
+	assert_true(rst);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.buffered, 0);
+	teardown_dev();
+}
+
+static void test_writable_flush_in_order(void **state)
+{
+	(void)state;
+	setup_dev(4);
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	static uint8_t chunk[VSOCK_MAX_PKT];
+	fb.sink_cap = 10;
+	for (unsigned int i = 0; i < 3; i++) {
+		for (unsigned int k = 0; k < sizeof(chunk); k++)
+			chunk[k] = (uint8_t)(i * 7 + k);
+		tx_rw(1000, 52, chunk, sizeof(chunk));
+	}
+	assert_true(fb.wr);
+	fb.sink_cap = sizeof(fb.sink);
+	vsock_dev_writable(&dev, c);
+	assert_int_equal(fb.sink_len, 3 * sizeof(chunk));
+	for (unsigned int i = 0; i < 3; i++)
+		for (unsigned int k = 0; k < sizeof(chunk); k += 997)
+			assert_int_equal(fb.sink[i * sizeof(chunk) + k], (uint8_t)(i * 7 + k));
+	assert_false(fb.wr);
+	assert_null(c->buf); /* the ring is freed once empty */
+	assert_int_equal(dev.buffered, 0);
+	/* the guest's view ran low: a CREDIT_UPDATE carrying the new fwd_cnt came */
+	struct vsock_hdr h;
+	bool upd = false;
+	while (rx_take(&h, NULL))
+		if (h.op == VSOCK_OP_CREDIT_UPDATE && h.fwd_cnt == 3 * sizeof(chunk))
+			upd = true;
+	assert_true(upd);
+	assert_int_equal(c->fwd_cnt_sent, c->fwd_cnt);
+	teardown_dev();
+}
+
+static void test_counters_wrap(void **state)
+{
+	(void)state;
+	setup_dev(4);
+	rx_give(16);
+	struct vsock_conn *c = establish();
+	/* Put every counter just below 2^32 and push data through both ways. */
+	c->tx_cnt = c->fwd_cnt = c->fwd_cnt_sent = 0xfffffff0u;
+	c->rx_cnt = 0xfffffff8u;
+	struct vsock_hdr h = hdr(VSOCK_OP_CREDIT_UPDATE, 0);
+	h.src_port = 1000;
+	h.dst_port = 52;
+	h.buf_alloc = 100;
+	h.fwd_cnt = 0xfffffff8u; /* the guest consumed everything */
+	tx_full(&h, NULL, 0);
+	assert_int_equal(vsock_credit(c->peer_buf_alloc, c->peer_fwd_cnt, c->rx_cnt), 100);
+	memset(fb.src, 'q', 300);
+	fb.src_len = 300;
+	vsock_dev_readable(&dev, c);
+	uint32_t got = 0;
+	struct vsock_hdr r;
+	while (rx_take(&r, NULL))
+		if (r.op == VSOCK_OP_RW)
+			got += r.len;
+	assert_int_equal(got, 100); /* exactly the credit, across the wrap */
+	assert_int_equal(c->rx_cnt, 0xfffffff8u + 100u);
+	assert_false(fb.rd);
+	/* credit 0: a CREDIT_REQUEST was sent once */
+	vsock_dev_readable(&dev, c);
+	/* guest -> host across the wrap */
+	static uint8_t d[64];
+	memset(d, 'w', sizeof(d));
+	tx_rw(1000, 52, d, sizeof(d));
+	assert_int_equal(c->fwd_cnt, 0x30u);
+	assert_int_equal(c->tx_cnt, 0x30u);
+	teardown_dev();
+}
+
+static void test_credit_request_and_zero_buf_alloc(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(8);
+	struct vsock_hdr h = hdr(VSOCK_OP_REQUEST, 0);
+	h.buf_alloc = 0; /* the guest gives no credit at all */
+	tx_full(&h, NULL, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	struct vsock_conn *c = fb.last;
+	assert_false(fb.rd); /* nothing is read from the host without credit */
+	memset(fb.src, 'x', 10);
+	fb.src_len = 10;
+	vsock_dev_readable(&dev, c); /* spurious: no data moves */
+	assert_int_equal(fb.src_off, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_CREDIT_REQUEST);
+	vsock_dev_readable(&dev, c);
+	rx_none(); /* asked once only */
+	tx(VSOCK_OP_CREDIT_UPDATE, 1000, 52, 0); /* hdr() gives 64 KiB */
+	assert_true(fb.rd);
+	vsock_dev_readable(&dev, c);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RW);
+	/* the guest asks for our credit */
+	tx(VSOCK_OP_CREDIT_REQUEST, 1000, 52, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_CREDIT_UPDATE);
+	teardown_dev();
+}
+
+static void test_rx_starved(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	/* no rx buffers: the RESPONSE waits */
+	tx(VSOCK_OP_REQUEST, 1000, 52, 0);
+	rx_none();
+	struct vsock_conn *c = fb.last;
+	memset(fb.src, 'd', 5000);
+	fb.src_len = 5000;
+	vsock_dev_readable(&dev, c);
+	rx_none();
+	assert_int_equal(fb.src_off, 0);
+	assert_false(fb.rd); /* parked until buffers come */
+	rx_give(4);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	struct vsock_hdr h;
+	uint32_t got = 0;
+	while (rx_take(&h, NULL)) {
+		assert_int_equal(h.op, VSOCK_OP_RW);
+		got += h.len;
+	}
+	assert_int_equal(got, 5000);
+	/* an RST for a refused connect waits for a buffer too */
+	fb.connect_rc = -ECONNREFUSED;
+	for (uint32_t p = 0; p < VSOCK_RST_RING + 10; p++)
+		tx(VSOCK_OP_REQUEST, 2000 + p, 53, 0);
+	assert_true(dev.stats.rst_dropped >= 9);
+	assert_int_equal(dev.rst_len, VSOCK_RST_RING);
+	unsigned int n = 0;
+	while (rx_take(&h, NULL))
+		n++;
+	for (unsigned int k = 0; k < 64 && dev.rst_len; k++) {
+		rx_give(8);
+		while (rx_take(&h, NULL)) {
+			assert_int_equal(h.op, VSOCK_OP_RST);
+			n++;
+		}
+	}
+	assert_int_equal(dev.rst_len, 0);
+	assert_int_equal(n + dev.stats.rst_dropped, VSOCK_RST_RING + 10);
+	teardown_dev();
+}
+
+static void test_shutdown_flows(void **state)
+{
+	(void)state;
+	setup_dev(4);
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	/* SEND only: the host write side is shut once the data is out */
+	fb.sink_cap = 2;
+	tx_rw(1000, 52, "abcd", 4);
+	tx(VSOCK_OP_SHUTDOWN, 1000, 52, VSOCK_SHUTDOWN_SEND);
+	assert_int_equal(fb.shut_wrs, 0);
+	fb.sink_cap = sizeof(fb.sink);
+	vsock_dev_writable(&dev, c);
+	assert_int_equal(fb.shut_wrs, 1);
+	assert_int_equal(fb.sink_len, 4);
+	/* RW after SHUTDOWN(SEND): protocol error */
+	tx_rw(1000, 52, "e", 1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.stats.proto_errors, 1);
+	assert_int_equal(dev.nconns, 0);
+
+	/* both with data waiting: CLOSING until drained, then RST */
+	memset(&fb.sink, 0, 16);
+	fb.sink_len = 0;
+	fb.connects = 0;
+	c = establish();
+	fb.sink_cap = 1;
+	tx_rw(1000, 52, "xyz", 3);
+	tx(VSOCK_OP_SHUTDOWN, 1000, 52, VSOCK_SHUTDOWN_ALL);
+	assert_int_equal(c->state, VSOCK_CLOSING);
+	assert_int_equal(dev.ntimed, 1);
+	rx_none();
+	fb.sink_cap = 3;
+	vsock_dev_writable(&dev, c);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.ntimed, 0);
+
+	/* both with a host that never reads: timeout, RST */
+	fb.sink_len = 0;
+	fb.sink_cap = 0;
+	fb.connects = 0;
+	c = establish();
+	tx_rw(1000, 52, "xyz", 3);
+	tx(VSOCK_OP_SHUTDOWN, 1000, 52, VSOCK_SHUTDOWN_ALL);
+	vsock_dev_tick(&dev, vsock_now_ms());
+	rx_none();
+	vsock_dev_tick(&dev, vsock_now_ms() + VSOCK_TIMEOUT_MS + 1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.stats.timeouts, 1);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.buffered, 0);
+	teardown_dev();
+}
+
+static void test_host_initiated(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(8);
+	struct vsock_conn *c = NULL;
+	assert_int_equal(vsock_dev_host_connect(&dev, 52, &fb, &c), 0);
+	assert_non_null(c);
+	assert_true(c->host_port >= (1u << 30) && c->host_port < (1u << 31));
+	struct vsock_hdr h;
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.op, VSOCK_OP_REQUEST);
+	assert_int_equal(h.dst_port, 52);
+	assert_int_equal(h.src_port, c->host_port);
+	uint32_t hp = c->host_port;
+	/* the guest accepts */
+	tx(VSOCK_OP_RESPONSE, 52, hp, 0);
+	assert_int_equal(fb.establisheds, 1);
+	assert_int_equal(c->state, VSOCK_ESTABLISHED);
+	assert_int_equal(dev.ntimed, 0);
+	tx_rw(52, hp, "hi", 2);
+	assert_int_equal(fb.sink_len, 2);
+	/* a second one: distinct port; the guest refuses with RST */
+	struct vsock_conn *c2 = NULL;
+	assert_int_equal(vsock_dev_host_connect(&dev, 52, &fb, &c2), 0);
+	assert_int_not_equal(c2->host_port, hp);
+	assert_true(rx_take(&h, NULL));
+	tx(VSOCK_OP_RST, 52, c2->host_port, 0);
+	assert_int_equal(fb.releases, 1);
+	rx_none();
+	/* a third: never answered, timeout */
+	assert_int_equal(vsock_dev_host_connect(&dev, 99, &fb, &c2), 0);
+	assert_true(rx_take(&h, NULL));
+	vsock_dev_tick(&dev, vsock_now_ms() + VSOCK_TIMEOUT_MS + 1);
+	assert_int_equal(fb.releases, 2);
+	assert_int_equal(rx_expect(h.src_port, 99), VSOCK_OP_RST);
+	/* a fourth: the host client is gone by the time the guest accepts */
+	fb.established_rc = -EIO;
+	assert_int_equal(vsock_dev_host_connect(&dev, 98, &fb, &c2), 0);
+	assert_true(rx_take(&h, NULL));
+	tx(VSOCK_OP_RESPONSE, 98, h.src_port, 0);
+	assert_int_equal(rx_expect(h.src_port, 98), VSOCK_OP_RST);
+	assert_int_equal(fb.releases, 3);
+	/* the first still flows */
+	assert_int_equal(dev.nconns, 1);
+	tx_rw(52, hp, "yo", 2);
+	assert_int_equal(fb.sink_len, 4);
+	teardown_dev();
+}
+
+static void test_host_errors(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	fb.recv_err = -ECONNRESET;
+	vsock_dev_readable(&dev, c);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(fb.releases, 1);
+	fb.recv_err = 0;
+	fb.connects = 0;
+	c = establish();
+	fb.send_err = -EPIPE;
+	tx_rw(1000, 52, "a", 1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(fb.releases, 2);
+	fb.send_err = 0;
+	fb.connects = 0;
+	c = establish();
+	vsock_dev_host_reset(&dev, c);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	assert_int_equal(dev.stats.host_errors, 3);
+	teardown_dev();
+}
+
+/* Each op in each state. Expected: connection kept, and the op of the reply (0: none). */
+enum st { S_G2H, S_H2G, S_EST, S_CLOSING, S_N };
+struct cell {
+	bool alive;
+	uint16_t reply;
+};
+static const struct cell table[S_N][8] = {
+	/*            -       REQUEST               RESPONSE              RST          SHUTDOWN(SEND)        RW                    CREDIT_UPDATE         CREDIT_REQUEST */
+	[S_G2H] = { { 0, 0 }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, 0 }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST } },
+	[S_H2G] = { { 0, 0 }, { 0, VSOCK_OP_RST }, { 1, 0 },            { 0, 0 }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST } },
+	[S_EST] = { { 0, 0 }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, 0 }, { 1, 0 },            { 1, 0 },            { 1, 0 },            { 1, VSOCK_OP_CREDIT_UPDATE } },
+	[S_CLOSING] = { { 0, 0 }, { 0, VSOCK_OP_RST }, { 0, VSOCK_OP_RST }, { 0, 0 }, { 1, 0 },        { 0, VSOCK_OP_RST }, { 1, 0 },            { 1, VSOCK_OP_CREDIT_UPDATE } },
+};
+
+static void test_state_machine(void **state)
+{
+	(void)state;
+	for (int s = 0; s < S_N; s++) {
+		for (uint16_t op = VSOCK_OP_REQUEST; op <= VSOCK_OP_CREDIT_REQUEST; op++) {
+			setup_dev(8);
+			rx_give(8);
+			uint32_t gport = 1000, hport = 52;
+			struct vsock_conn *c = NULL;
+			switch (s) {
+			case S_G2H:
+				fb.connect_rc = 0; /* in progress */
+				tx(VSOCK_OP_REQUEST, gport, hport, 0);
+				c = fb.last;
+				assert_int_equal(c->state, VSOCK_CONNECTING_G2H);
+				rx_none();
+				break;
+			case S_H2G:
+				gport = 77;
+				assert_int_equal(vsock_dev_host_connect(&dev, gport, &fb, &c), 0);
+				hport = c->host_port;
+				assert_int_equal(rx_expect(hport, gport), VSOCK_OP_REQUEST);
+				break;
+			case S_EST:
+				c = establish();
+				break;
+			case S_CLOSING:
+				c = establish();
+				fb.sink_cap = 0;
+				tx_rw(gport, hport, "z", 1);
+				tx(VSOCK_OP_SHUTDOWN, gport, hport, VSOCK_SHUTDOWN_ALL);
+				assert_int_equal(c->state, VSOCK_CLOSING);
+				break;
+			}
+			if (op == VSOCK_OP_RW)
+				tx_rw(gport, hport, "", 0);
+			else
+				tx(op, gport, hport, op == VSOCK_OP_SHUTDOWN ? VSOCK_SHUTDOWN_SEND : 0);
+			const struct cell *e = &table[s][op];
+			struct vsock_hdr h;
+			bool got = rx_take(&h, NULL);
+			if (e->reply) {
+				assert_true(got);
+				assert_int_equal(h.op, e->reply);
+				assert_int_equal(h.src_port, hport);
+				assert_int_equal(h.dst_port, gport);
+			} else if (got) {
+				print_error("state %d op %u: unexpected reply op %u\n", s, op, h.op);
+				fail();
+			}
+			assert_int_equal(dev.nconns, e->alive ? 1u : 0u);
+			if (!e->alive)
+				assert_int_equal(fb.releases, (s == S_G2H || s == S_H2G || s == S_EST || s == S_CLOSING) ? 1u : 0u);
+			teardown_dev();
+		}
+	}
+}
+
+static void test_g2h_async_connect(void **state)
+{
+	(void)state;
+	setup_dev(8);
+	rx_give(4);
+	fb.connect_rc = 0;
+	tx(VSOCK_OP_REQUEST, 1000, 52, 0);
+	rx_none();
+	vsock_dev_connected(&dev, fb.last);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	fb.connects = 0;
+	tx(VSOCK_OP_REQUEST, 1001, 52, 0);
+	vsock_dev_host_reset(&dev, fb.last);
+	assert_int_equal(rx_expect(52, 1001), VSOCK_OP_RST);
+	teardown_dev();
+}
+
+static void test_reset_releases_all(void **state)
+{
+	(void)state;
+	setup_dev(8);
+	rx_give(8);
+	establish();
+	struct vsock_conn *c;
+	assert_int_equal(vsock_dev_host_connect(&dev, 5, &fb, &c), 0);
+	assert_int_equal(dev.nconns, 2);
+	w32(VIRTIO_MMIO_STATUS, 0); /* same thread: finished at once */
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(fb.releases, 2);
+	assert_int_equal(dev.ntimed, 0);
+	/* kicks on a dead device do nothing */
+	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	teardown_dev();
+}
+
+static void *reset_thread(void *arg)
+{
+	(void)arg;
+	uint32_t z = 0;
+	(void)virtio_mmio_write(&dev.mmio, VIRTIO_MMIO_STATUS, &z, 4);
+	uint32_t q = VSOCK_TXQ; /* and a QueueNotify from a "vCPU" */
+	(void)virtio_mmio_write(&dev.mmio, VIRTIO_MMIO_QUEUE_NOTIFY, &q, 4);
+	return NULL;
+}
+
+static void test_reset_from_vcpu_thread(void **state)
+{
+	(void)state;
+	setup_dev(8);
+	rx_give(8);
+	establish();
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, reset_thread, NULL), 0);
+	pthread_join(t, NULL);
+	/* the backend was not called on that thread: only asked for a kick */
+	assert_int_equal(fb.releases, 0);
+	assert_true(fb.kicks >= 1);
+	vsock_dev_run(&dev);
+	assert_int_equal(fb.releases, 1);
+	assert_int_equal(dev.nconns, 0);
+	teardown_dev();
+}
+
+static void *notify_thread(void *arg)
+{
+	(void)arg;
+	uint32_t q = VSOCK_TXQ;
+	(void)virtio_mmio_write(&dev.mmio, VIRTIO_MMIO_QUEUE_NOTIFY, &q, 4);
+	return NULL;
+}
+
+static void test_deferred_notify(void **state)
+{
+	(void)state;
+	setup_dev(8);
+	rx_give(8);
+	/* the guest posts a REQUEST and kicks through the MMIO register on a vCPU thread */
+	struct vsock_hdr h = hdr(VSOCK_OP_REQUEST, 0);
+	vsock_hdr_encode(&h, fg_host(&fg, TXHDR));
+	desc(1, 0, TXHDR, VSOCK_HDR_SIZE, 0, 0);
+	post(1, 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, notify_thread, NULL), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(fb.connects, 0); /* no backend call on the vCPU thread */
+	assert_int_equal(fb.kicks, 1);
+	vsock_dev_run(&dev);
+	assert_int_equal(fb.connects, 1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	teardown_dev();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hdr_roundtrip),
+		cmocka_unit_test(test_check_verdicts),
+		cmocka_unit_test(test_credit),
+		cmocka_unit_test(test_handshake),
+		cmocka_unit_test(test_parse_opts),
+		cmocka_unit_test(test_guest_connect_echo),
+		cmocka_unit_test(test_guest_connect_refused),
+		cmocka_unit_test(test_table_full),
+		cmocka_unit_test(test_bad_packets),
+		cmocka_unit_test(test_credit_violation_and_flush),
+		cmocka_unit_test(test_writable_flush_in_order),
+		cmocka_unit_test(test_counters_wrap),
+		cmocka_unit_test(test_credit_request_and_zero_buf_alloc),
+		cmocka_unit_test(test_rx_starved),
+		cmocka_unit_test(test_shutdown_flows),
+		cmocka_unit_test(test_host_initiated),
+		cmocka_unit_test(test_host_errors),
+		cmocka_unit_test(test_state_machine),
+		cmocka_unit_test(test_g2h_async_connect),
+		cmocka_unit_test(test_reset_releases_all),
+		cmocka_unit_test(test_reset_from_vcpu_thread),
+		cmocka_unit_test(test_deferred_notify),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
