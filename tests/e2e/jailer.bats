@@ -444,3 +444,23 @@ assert_untouched() {
 	stop_jail
 	ip netns del "$ns"
 }
+
+@test "jailer: the real kiln-vmm boots the test guest inside the jail" {
+	[ -c /dev/kvm ] || skip "no /dev/kvm on this host"
+	[ ! -d /sys/module/kvm_pvm ] || skip "KVM here is PVM, which boots only PVM guest kernels"
+	[ -f "$ROOT/build/guest/bzImage" ] && [ -f "$ROOT/build/guest/initramfs.cpio.gz" ] || skip "no test guest (make guest)"
+	local vmm=${KILN_VMM:-$ROOT/build/kiln-vmm}
+	[ -x "$vmm" ] || skip "no $vmm"
+	install -o root -g root -m 0755 "$vmm" "$WORK/kiln-vmm"
+	JAIL=$BASE/kiln-vmm/$ID
+	install -o root -g root -m 0644 "$ROOT/build/guest/bzImage" "$ROOT/build/guest/initramfs.cpio.gz" "$WORK/"
+	cgl=(); have_cgroup2 && cgl=(--cgroup memory.max=512M --cgroup pids.max=16)
+	EXE=$WORK/kiln-vmm run jail "${cgl[@]}" --ro "$WORK/bzImage" --ro "$WORK/initramfs.cpio.gz" -- \
+		--kernel /bzImage --initrd /initramfs.cpio.gz --mem 128 \
+		--cmdline "console=ttyS0 quiet reboot=k panic=-1 kiln.test=boot" </dev/null
+	[[ "$output" != *"is dynamically linked"* ]] || skip "build/kiln-vmm is dynamically linked: link it with -static-pie to run it jailed"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"KILN-BOOT-OK"* ]]
+	"$JAILER" --cleanup --id "$ID" --chroot-base-dir "$BASE" "${CGOPT[@]}"
+	[ ! -e "$BASE/kiln-vmm/$ID" ]
+}
