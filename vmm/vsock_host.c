@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,13 @@ static ssize_t be_recv(void *ctx, struct vsock_conn *c, const struct iovec *iov,
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (n == 0) {
+		/* EOF. A peer that only shut its write side leaves us writable (the guest gets SHUTDOWN);
+		 * one that closed or vanished shows POLLHUP (the guest gets RST). */
+		struct pollfd p = { .fd = hc->fd, .events = POLLOUT };
+		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+			return -EPIPE;
+	}
 	return n;
 }
 

@@ -8,12 +8,15 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "devices/vsock.h"
 #include "fake_guest.h"
+#include "vmm/evloop.h"
 #include "vmm/vsock_host.h"
 
 #define CID 3u
@@ -265,6 +268,7 @@ struct fake_be {
 
 static struct fake_guest fg;
 static struct vsock_dev dev;
+static struct vsock_dev *D = &dev; /* the device the helpers drive */
 static struct fake_be fb;
 static uint16_t avail[3], used_seen[3];
 static unsigned int irqs;
@@ -357,12 +361,12 @@ static void irq(void *ctx)
 
 static void w32(uint64_t off, uint32_t v)
 {
-	assert_int_equal(virtio_mmio_write(&dev.mmio, off, &v, 4), 0);
+	assert_int_equal(virtio_mmio_write(&D->mmio, off, &v, 4), 0);
 }
 static uint32_t r32(uint64_t off)
 {
 	uint32_t v = 0;
-	(void)virtio_mmio_read(&dev.mmio, off, &v, 4);
+	(void)virtio_mmio_read(&D->mmio, off, &v, 4);
 	return v;
 }
 
@@ -377,6 +381,8 @@ static void post(unsigned int q, uint16_t head)
 	st16(fg_host(&fg, QAVAIL(q)) + 2, avail[q]);
 }
 
+static void driver_up(void);
+
 static void setup_dev(unsigned int max_conns)
 {
 	fg_init(&fg, QS);
@@ -386,11 +392,17 @@ static void setup_dev(unsigned int max_conns)
 	memset(avail, 0, sizeof(avail));
 	memset(used_seen, 0, sizeof(used_seen));
 	irqs = 0;
+	D = &dev;
 	assert_int_equal(vsock_dev_init(&dev, &fg.m, CID, max_conns, &fbe, NULL, irq, NULL), 0);
+	driver_up();
+}
+
+static void driver_up(void)
+{
 	assert_int_equal(r32(VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_VSOCK);
 	uint32_t cid_lo = 0, cid_hi = 0;
-	assert_int_equal(virtio_mmio_read(&dev.mmio, 0x100, &cid_lo, 4), 0);
-	assert_int_equal(virtio_mmio_read(&dev.mmio, 0x104, &cid_hi, 4), 0);
+	assert_int_equal(virtio_mmio_read(&D->mmio, 0x100, &cid_lo, 4), 0);
+	assert_int_equal(virtio_mmio_read(&D->mmio, 0x104, &cid_hi, 4), 0);
 	assert_int_equal(cid_lo, CID);
 	assert_int_equal(cid_hi, 0);
 	w32(VIRTIO_MMIO_STATUS, 1);
@@ -424,7 +436,7 @@ static void rx_give(unsigned int n)
 		desc(0, i, RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE, 0);
 		post(0, i);
 	}
-	(void)virtio_mmio_notify(&dev.mmio, VSOCK_RXQ);
+	(void)virtio_mmio_notify(&D->mmio, VSOCK_RXQ);
 }
 
 /* Next packet the device gave the guest, or false. Payload copied to data (if any). */
@@ -477,7 +489,7 @@ static void tx_full(const struct vsock_hdr *h, const void *data, uint32_t len)
 		desc(1, 0, TXHDR, VSOCK_HDR_SIZE, 0, 0);
 	}
 	post(1, 0);
-	(void)virtio_mmio_notify(&dev.mmio, VSOCK_TXQ);
+	(void)virtio_mmio_notify(&D->mmio, VSOCK_TXQ);
 	assert_int_equal(ld16(fg_host(&fg, QUSED(1)) + 2), avail[1]); /* every tx chain comes back */
 }
 
@@ -1143,6 +1155,261 @@ static void test_deferred_notify(void **state)
 	teardown_dev();
 }
 
+
+/* ---- the host side over real Unix sockets --------------------------------------------------- */
+
+static struct vsock_host host;
+static struct evloop loop;
+static char tmpdir[64], upath[128];
+
+static void loop_once(int ms)
+{
+	struct epoll_event evs[64];
+	int n = epoll_wait(loop.ep, evs, 64, ms);
+	for (int i = 0; i < n; i++) {
+		struct evloop_handler *h = evs[i].data.ptr;
+		if (h->fd >= 0 && h->cb)
+			h->cb(h->ctx, h->fd, evs[i].events);
+	}
+}
+
+static void setup_host(unsigned int max_conns)
+{
+	fg_init(&fg, QS);
+	memset(avail, 0, sizeof(avail));
+	memset(used_seen, 0, sizeof(used_seen));
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kiln-vsock-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(upath, sizeof(upath), "%s/v.sock", tmpdir);
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(vsock_host_init(&host, &loop, &fg.m, CID, upath, max_conns, irq, NULL), 0);
+	D = &host.dev;
+	driver_up();
+}
+
+static void teardown_host(void)
+{
+	vsock_host_destroy(&host);
+	assert_int_equal(access(upath, F_OK), -1); /* the listening socket is gone */
+	for (unsigned int i = 0; i < loop.used; i++)
+		assert_int_equal(loop.h[i].fd, -1); /* nothing left on the loop */
+	evloop_destroy(&loop);
+	rmdir(tmpdir);
+	fg_free(&fg);
+	D = &dev;
+}
+
+static int unix_connect(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static int unix_listen(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	return fd;
+}
+
+/* Read what the fd has within ms (non-blocking after the first wait). */
+static ssize_t read_wait(int fd, char *buf, size_t len, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, ms) != 1)
+		return -EAGAIN;
+	return recv(fd, buf, len, MSG_DONTWAIT);
+}
+
+/* The peer closed fd: EOF, or ECONNRESET when it left our bytes unread. */
+static void assert_closed(int fd)
+{
+	char buf[8];
+	ssize_t r = read_wait(fd, buf, sizeof(buf), 500);
+	assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
+}
+
+/* A host client connects to guest port gport: returns the fd after "OK <port>\n". */
+static int host_client(uint32_t gport, uint32_t *hport)
+{
+	int fd = unix_connect(upath);
+	loop_once(100); /* accept */
+	char line[32];
+	int n = snprintf(line, sizeof(line), "CONNECT %u\n", gport);
+	assert_int_equal(send(fd, line, (size_t)n, 0), n);
+	loop_once(100); /* handshake -> REQUEST to the guest */
+	struct vsock_hdr h;
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.op, VSOCK_OP_REQUEST);
+	assert_int_equal(h.dst_port, gport);
+	*hport = h.src_port;
+	tx(VSOCK_OP_RESPONSE, gport, h.src_port, 0);
+	char ok[32];
+	ssize_t r = read_wait(fd, ok, sizeof(ok) - 1, 500);
+	assert_true(r > 0);
+	ok[r] = '\0';
+	char want[32];
+	snprintf(want, sizeof(want), "OK %u\n", h.src_port);
+	assert_string_equal(ok, want);
+	return fd;
+}
+
+static void test_host_initiated_echo(void **state)
+{
+	(void)state;
+	setup_host(8);
+	rx_give(QS);
+	uint32_t hp;
+	int fd = host_client(52, &hp);
+	assert_true(hp >= (1u << 30) && hp < (1u << 31));
+	/* host -> guest */
+	assert_int_equal(send(fd, "ping", 4, 0), 4);
+	loop_once(100);
+	struct vsock_hdr h;
+	uint8_t data[16];
+	assert_true(rx_take(&h, data));
+	assert_int_equal(h.op, VSOCK_OP_RW);
+	assert_int_equal(h.len, 4);
+	assert_memory_equal(data, "ping", 4);
+	/* guest -> host */
+	tx_rw(52, hp, "pong", 4);
+	char buf[16];
+	assert_int_equal(read_wait(fd, buf, sizeof(buf), 500), 4);
+	assert_memory_equal(buf, "pong", 4);
+	/* a second client in parallel; then the first vanishes: RST for it only */
+	uint32_t hp2;
+	int fd2 = host_client(53, &hp2);
+	close(fd);
+	loop_once(100);
+	assert_int_equal(rx_expect(hp, 52), VSOCK_OP_RST);
+	assert_int_equal(host.dev.nconns, 1);
+	tx_rw(53, hp2, "still", 5);
+	assert_int_equal(read_wait(fd2, buf, sizeof(buf), 500), 5);
+	/* half close from the host: SHUTDOWN(SEND), the guest may still send */
+	shutdown(fd2, SHUT_WR);
+	loop_once(100);
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.op, VSOCK_OP_SHUTDOWN);
+	assert_int_equal(h.flags, VSOCK_SHUTDOWN_SEND);
+	tx_rw(53, hp2, "late", 4);
+	assert_int_equal(read_wait(fd2, buf, sizeof(buf), 500), 4);
+	close(fd2);
+	teardown_host();
+}
+
+static void test_host_bad_handshakes(void **state)
+{
+	(void)state;
+	setup_host(8);
+	rx_give(QS);
+	const char *bad[] = { "HELLO 52\n", "CONNECT 4294967296\n", "CONNECT\n", "CONNECT 5x\n",
+			      "CONNECT 52                        \n" };
+	for (unsigned int i = 0; i < ARRAY_SIZE(bad); i++) {
+		int fd = unix_connect(upath);
+		loop_once(100);
+		assert_int_equal(send(fd, bad[i], strlen(bad[i]), MSG_NOSIGNAL), (ssize_t)strlen(bad[i]));
+		loop_once(100);
+		assert_closed(fd); /* closed, no reply */
+		close(fd);
+	}
+	assert_int_equal(host.stats.hs_bad, ARRAY_SIZE(bad));
+	assert_int_equal(host.nhs, 0);
+	rx_none();
+	/* silent client: closed after the timeout */
+	int fd = unix_connect(upath);
+	loop_once(100);
+	assert_int_equal(send(fd, "CONN", 4, 0), 4); /* partial line, then nothing */
+	loop_once(100);
+	assert_int_equal(host.nhs, 1);
+	assert_true(host.timer_armed);
+	for (int t = 0; t < 40 && host.nhs; t++)
+		loop_once(100);
+	assert_int_equal(host.nhs, 0);
+	assert_int_equal(host.stats.hs_timeout, 1);
+	assert_closed(fd);
+	close(fd);
+	loop_once(300);
+	assert_false(host.timer_armed); /* nothing pending: no wake-ups */
+	/* a guest that never answers the REQUEST: the client is closed after the timeout */
+	fd = unix_connect(upath);
+	loop_once(100);
+	assert_int_equal(send(fd, "connect 9\n", 10, 0), 10);
+	loop_once(100);
+	struct vsock_hdr rq;
+	assert_true(rx_take(&rq, NULL));
+	assert_int_equal(rq.op, VSOCK_OP_REQUEST);
+	assert_int_equal(rq.dst_port, 9);
+	for (int t = 0; t < 40 && host.dev.nconns; t++)
+		loop_once(100);
+	assert_int_equal(host.dev.nconns, 0);
+	assert_closed(fd);
+	close(fd);
+	teardown_host();
+}
+
+static void test_guest_initiated_host(void **state)
+{
+	(void)state;
+	setup_host(8);
+	rx_give(QS);
+	char lpath[160];
+	snprintf(lpath, sizeof(lpath), "%s_53", upath);
+	int lfd = unix_listen(lpath);
+	tx(VSOCK_OP_REQUEST, 1000, 53, 0);
+	assert_int_equal(rx_expect(53, 1000), VSOCK_OP_RESPONSE);
+	int afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	tx_rw(1000, 53, "guest", 5);
+	char buf[16];
+	assert_int_equal(read_wait(afd, buf, sizeof(buf), 500), 5);
+	assert_memory_equal(buf, "guest", 5);
+	assert_int_equal(send(afd, "host", 4, 0), 4);
+	loop_once(100);
+	struct vsock_hdr h;
+	uint8_t data[8];
+	assert_true(rx_take(&h, data));
+	assert_int_equal(h.op, VSOCK_OP_RW);
+	assert_memory_equal(data, "host", 4);
+	/* no listener: RST at once */
+	tx(VSOCK_OP_REQUEST, 1001, 54, 0);
+	assert_int_equal(rx_expect(54, 1001), VSOCK_OP_RST);
+	/* guest closes: SHUTDOWN both -> RST, the host sees EOF */
+	tx(VSOCK_OP_SHUTDOWN, 1000, 53, VSOCK_SHUTDOWN_ALL);
+	assert_int_equal(rx_expect(53, 1000), VSOCK_OP_RST);
+	assert_int_equal(read_wait(afd, buf, sizeof(buf), 500), 0);
+	close(afd);
+	close(lfd);
+	unlink(lpath);
+	teardown_host();
+}
+
+static void test_host_init_refusals(void **state)
+{
+	(void)state;
+	fg_init(&fg, QS);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kiln-vsock-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(upath, sizeof(upath), "%s/v.sock", tmpdir);
+	assert_int_equal(evloop_init(&loop), 0);
+	int fd = unix_listen(upath);
+	assert_int_equal(vsock_host_init(&host, &loop, &fg.m, CID, upath, 8, irq, NULL), -EADDRINUSE);
+	close(fd);
+	unlink(upath);
+	assert_int_equal(vsock_host_init(&host, &loop, &fg.m, 2, upath, 8, irq, NULL), -EINVAL);
+	assert_int_equal(access(upath, F_OK), -1);
+	assert_int_equal(vsock_host_init(&host, &loop, &fg.m, CID, upath, 99999, irq, NULL), -EINVAL);
+	vsock_host_destroy(&host); /* safe after a failed init */
+	evloop_destroy(&loop);
+	rmdir(tmpdir);
+	fg_free(&fg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1168,6 +1435,10 @@ int main(void)
 		cmocka_unit_test(test_reset_releases_all),
 		cmocka_unit_test(test_reset_from_vcpu_thread),
 		cmocka_unit_test(test_deferred_notify),
+		cmocka_unit_test(test_host_initiated_echo),
+		cmocka_unit_test(test_host_bad_handshakes),
+		cmocka_unit_test(test_guest_initiated_host),
+		cmocka_unit_test(test_host_init_refusals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
