@@ -229,6 +229,7 @@ static int rmtree_at(int pfd, const char *name, dev_t dev, int depth)
  */
 static int open_dir_chain(const char *path, bool create, bool record)
 {
+	uint32_t caller = (uint32_t)getuid();
 	char sofar[PATH_MAX] = "";
 	char comp[NAME_MAX + 1];
 	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -266,7 +267,7 @@ static int open_dir_chain(const char *path, bool create, bool record)
 		fd = next;
 		if (fstat(fd, &st) < 0)
 			jail_die(errno, "cannot stat %s", sofar);
-		if (jail_check_dir_stat(&st, why, sizeof(why)) < 0)
+		if (jail_check_dir_stat(&st, caller, why, sizeof(why)) < 0)
 			jail_die(0, "%s %s: refusing it", sofar, why);
 		if (!e)
 			return fd;
@@ -310,45 +311,25 @@ static void sanitize_self(const struct jail_config *cfg)
 
 /* ---- step 2: open and check every input ----------------------------------- */
 
-/*
- * A detached bind mount of the object behind fd (which it closes), nosuid,nodev,noexec and
- * read-only if ro. Made here, in the host mount namespace the fd belongs to (open_tree refuses
- * a mount of another namespace); the VMM process attaches it inside the jail with move_mount.
- * Only the object's own mount is cloned, never mounts below it.
- */
-static int detached_bind(int fd, bool ro, const char *opt, const char *path)
-{
-	struct mount_attr attr = {
-		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | (ro ? MOUNT_ATTR_RDONLY : 0),
-	};
-	int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-	if (tree < 0)
-		jail_die(errno, "%s %s: cannot make a bind mount of it", opt, path);
-	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
-		jail_die(errno, "%s %s: cannot set mount attributes", opt, path);
-	close(fd);
-	return tree;
-}
-
 struct jail_inputs {
+	uint32_t caller;                     /* uid running the jailer: 0, or the VMM's uid with --userns */
 	int exec_fd;
 	struct stat exec_st;
-	int res_fd[JAIL_MAX_RESOURCES];
-	bool res_dir[JAIL_MAX_RESOURCES];
+	struct stat res_st[JAIL_MAX_RESOURCES]; /* what was checked: the VMM process binds only this */
+	struct stat kvm_st;                  /* --userns: the host's /dev/kvm, bound into the jail */
 	int netns_fd;
 };
 
 static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 {
 	char why[JAIL_ERR_MAX];
-	struct stat st;
 
 	in->exec_fd = open_beneath(AT_FDCWD, cfg->exec_file, O_RDONLY, 0);
 	if (in->exec_fd < 0)
 		reject_open("--exec-file", cfg->exec_file, errno);
 	if (fstat(in->exec_fd, &in->exec_st) < 0)
 		reject(errno, "--exec-file %s", cfg->exec_file);
-	if (jail_check_exec_stat(&in->exec_st, why, sizeof(why)) < 0)
+	if (jail_check_exec_stat(&in->exec_st, in->caller, why, sizeof(why)) < 0)
 		reject(0, "--exec-file %s %s", cfg->exec_file, why);
 	uint8_t head[JAIL_ELF_PEEK];
 	ssize_t got = pread(in->exec_fd, head, sizeof(head), 0);
@@ -359,15 +340,22 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 
 	for (size_t k = 0; k < cfg->nres; k++) {
 		const char *opt = cfg->res[k].mode == JAIL_RES_RO ? "--ro" : "--rw";
-		in->res_fd[k] = open_beneath(AT_FDCWD, cfg->res[k].path, O_PATH, 0);
-		if (in->res_fd[k] < 0)
+		int fd = open_beneath(AT_FDCWD, cfg->res[k].path, O_PATH, 0);
+		if (fd < 0)
 			reject_open(opt, cfg->res[k].path, errno);
-		if (fstat(in->res_fd[k], &st) < 0)
+		if (fstat(fd, &in->res_st[k]) < 0)
 			reject(errno, "%s %s", opt, cfg->res[k].path);
-		if (jail_check_resource_stat(&st, why, sizeof(why)) < 0)
+		if (jail_check_resource_stat(&in->res_st[k], why, sizeof(why)) < 0)
 			reject(0, "%s %s %s", opt, cfg->res[k].path, why);
-		in->res_dir[k] = S_ISDIR(st.st_mode);
-		in->res_fd[k] = detached_bind(in->res_fd[k], cfg->res[k].mode == JAIL_RES_RO, opt, cfg->res[k].path);
+		close(fd);
+	}
+	if (cfg->userns) {
+		/* No mknod in a user namespace: the host's node is bound in, so the host's
+		 * permissions on it decide whether the VMM may use it. */
+		if (stat("/dev/kvm", &in->kvm_st) < 0)
+			reject(errno, "--userns binds the host's /dev/kvm into the jail, and it is missing");
+		if (!S_ISCHR(in->kvm_st.st_mode) || in->kvm_st.st_rdev != makedev(KVM_MAJOR, KVM_MINOR))
+			reject(0, "/dev/kvm is not the KVM device (char 10:232)");
 	}
 
 	in->netns_fd = -1;
@@ -401,8 +389,9 @@ static void copy_exec(int rootfd, const char *name, const struct jail_inputs *in
 	if (fstat(in->exec_fd, &after) < 0 || after.st_size != in->exec_st.st_size ||
 	    after.st_mtim.tv_sec != in->exec_st.st_mtim.tv_sec || after.st_mtim.tv_nsec != in->exec_st.st_mtim.tv_nsec)
 		jail_die(0, "the exec file changed while being copied");
-	/* Not readable by the VMM's uid: exec then keeps the process non-dumpable (no ptrace, no /proc/PID/mem). */
-	if (fchown(out, 0, 0) < 0 || fchmod(out, 0511) < 0)
+	/* Not readable by the VMM's uid: exec then keeps the process non-dumpable (no ptrace, no
+	 * /proc/PID/mem). Without root (--userns) the copy is the VMM uid's own: execute-only. */
+	if (in->caller == 0 ? fchown(out, 0, 0) < 0 || fchmod(out, 0511) < 0 : fchmod(out, 0111) < 0)
 		jail_die(errno, "cannot set owner and mode of %s", dst_path);
 	if (close(out) < 0)
 		jail_die(errno, "cannot write %s", dst_path);
@@ -437,7 +426,7 @@ static int make_jail_dir(const struct jail_config *cfg, const struct jail_inputs
 	copy_exec(rootfd, cfg->exec_name, in, dst);
 	for (size_t k = 0; k < cfg->nres; k++) {
 		int r;
-		if (in->res_dir[k]) {
+		if (S_ISDIR(in->res_st[k].st_mode)) {
 			r = mkdirat(rootfd, cfg->res[k].name, 0);
 		} else {
 			r = openat(rootfd, cfg->res[k].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
@@ -454,12 +443,29 @@ static int make_jail_dir(const struct jail_config *cfg, const struct jail_inputs
 
 /* ---- step 4: the cgroup --------------------------------------------------- */
 
+/* True when word is one of the space-separated words of list. */
+static bool has_word(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* Enable the controllers in dirfd's cgroup.subtree_control, writing only those missing (a
+ * delegated, non-root caller may not write an ancestor's file that is already right). */
 static void enable_controllers(int dirfd, const char *path, const char ctl[][16], size_t nctl)
 {
-	char buf[24];
+	char buf[24], cur[512];
+	int r = read_file_at(dirfd, "cgroup.subtree_control", cur, sizeof(cur));
+	if (r < 0)
+		jail_die(-r, "cannot read %s/cgroup.subtree_control", path);
 	for (size_t k = 0; k < nctl; k++) {
+		if (has_word(cur, ctl[k]))
+			continue;
 		snprintf(buf, sizeof(buf), "+%s", ctl[k]);
-		int r = write_file_at(dirfd, "cgroup.subtree_control", buf);
+		r = write_file_at(dirfd, "cgroup.subtree_control", buf);
 		if (r < 0)
 			jail_die(-r, "cannot enable the %s controller in %s/cgroup.subtree_control%s", ctl[k], path,
 				 r == -EBUSY ? " (it holds processes)" : "");
@@ -552,12 +558,30 @@ static int make_cgroup(const struct jail_config *cfg)
 
 /* ---- step 5: inside the new namespaces (child) ---------------------------- */
 
-/* Attach a detached mount made by detached_bind() at ./name (the jail root is the cwd). */
-static void attach_resource(int tree, const char *name)
+/*
+ * Bind host path at ./name (the jail root is the cwd) with the mount attributes attr_set.
+ * The path is opened again here, in the new mount namespace (open_tree clones only mounts of
+ * the caller's own namespace), without following symbolic links, and must still be the very
+ * object the parent checked (want). Only its own mount is cloned, never mounts below it.
+ */
+static void bind_checked(const char *path, const struct stat *want, const char *name, uint64_t attr_set)
 {
+	struct mount_attr attr = { .attr_set = attr_set };
+	struct stat st;
+	int fd = open_beneath(AT_FDCWD, path, O_PATH, 0);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		jail_die(errno, "%s: cannot open it again in the new mount namespace", path);
+	if (st.st_dev != want->st_dev || st.st_ino != want->st_ino)
+		jail_die(0, "%s was replaced while the jail was being built", path);
+	int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (tree < 0)
+		jail_die(errno, "%s: cannot make a bind mount of it", path);
+	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+		jail_die(errno, "%s: cannot set its mount attributes", path);
 	if (move_mount(tree, "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-		jail_die(errno, "cannot mount /%s in the jail", name);
+		jail_die(errno, "cannot mount %s at /%s in the jail", path, name);
 	close(tree);
+	close(fd);
 }
 
 static bool caps_all_clear(void)
@@ -592,8 +616,20 @@ static bool caps_all_clear(void)
  *  g. exec the VMM with the allowlisted environment only.
  */
 static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jail_inputs *in,
-				 const char *root_path)
+				 const char *root_path, int go_fd)
 {
+	/* --userns: wait until the parent has written our uid and gid maps. */
+	if (go_fd >= 0) {
+		char c;
+		ssize_t n;
+		while ((n = read(go_fd, &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n != 1)
+			jail_die(0, "the jailer did not set up the user namespace");
+		close(go_fd);
+		if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+			jail_die(errno, "prctl(PR_SET_DUMPABLE)");
+	}
 	/* a. */
 	if (in->netns_fd >= 0 && setns(in->netns_fd, CLONE_NEWNET) < 0)
 		jail_die(errno, "cannot join the network namespace %s", cfg->netns);
@@ -610,13 +646,24 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 	if (chdir(root_path) < 0)
 		jail_die(errno, "chdir %s", root_path);
 	for (size_t k = 0; k < cfg->nres; k++)
-		attach_resource(in->res_fd[k], cfg->res[k].name);
-	if (mount("kiln-dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0711,size=4k,nr_inodes=4") < 0)
+		bind_checked(cfg->res[k].path, &in->res_st[k], cfg->res[k].name,
+			     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+				     (cfg->res[k].mode == JAIL_RES_RO ? MOUNT_ATTR_RDONLY : 0));
+	/* /dev: a tiny tmpfs holding only kvm. As root: a fresh node owned by uid:gid, 0600.
+	 * With --userns (no mknod there): the host's node bound onto an empty file. */
+	unsigned long devfl = MS_NOSUID | MS_NOEXEC | (cfg->userns ? MS_NODEV : 0);
+	if (mount("kiln-dev", "dev", "tmpfs", devfl, "mode=0711,size=4k,nr_inodes=4") < 0)
 		jail_die(errno, "cannot mount a tmpfs on %s/dev", root_path);
-	if (mknod("dev/kvm", S_IFCHR | 0600, makedev(KVM_MAJOR, KVM_MINOR)) < 0 ||
-	    chown("dev/kvm", cfg->uid, cfg->gid) < 0 || chmod("dev/kvm", 0600) < 0)
+	if (cfg->userns) {
+		int fd = open("dev/kvm", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 || close(fd) < 0)
+			jail_die(errno, "cannot create /dev/kvm in the jail");
+		bind_checked("/dev/kvm", &in->kvm_st, "dev/kvm", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	} else if (mknod("dev/kvm", S_IFCHR | 0600, makedev(KVM_MAJOR, KVM_MINOR)) < 0 ||
+		   chown("dev/kvm", cfg->uid, cfg->gid) < 0 || chmod("dev/kvm", 0600) < 0) {
 		jail_die(errno, "cannot create /dev/kvm in the jail");
-	if (mount(NULL, "dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+	}
+	if (mount(NULL, "dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | devfl, NULL) < 0)
 		jail_die(errno, "cannot remount the jail's /dev read-only");
 
 	/* d. */
@@ -626,7 +673,11 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 		jail_die(errno, "cannot detach the old root");
 	if (chdir("/") < 0)
 		jail_die(errno, "chdir /");
-	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+	/* As root this also clears a noexec inherited from the host; in a user namespace such a
+	 * flag is locked, so only flags are added there. */
+	struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+	if (cfg->userns ? mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof(ro)) < 0
+			: mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
 		jail_die(errno, "cannot remount the jail root read-only");
 
 	/* e. */
@@ -654,11 +705,14 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 		jail_die(errno, "cannot clear the ambient capabilities");
 	capng_clear(CAPNG_SELECT_ALL);
 	capng_setpid(getpid()); /* libcap-ng was initialised in the parent */
-	int r = capng_change_id((int)cfg->uid, (int)cfg->gid, CAPNG_DROP_SUPP_GRP | CAPNG_CLEAR_BOUNDING);
+	/* With --userns the ids are already the caller's, and setgroups is denied in the namespace
+	 * (an unprivileged caller's supplementary groups stay: the kernel allows no less). */
+	int r = capng_change_id((int)cfg->uid, (int)cfg->gid,
+				(cfg->userns ? 0 : CAPNG_DROP_SUPP_GRP) | CAPNG_CLEAR_BOUNDING);
 	if (r < 0)
 		jail_die(errno, "capng_change_id(%u, %u) failed (%d)", cfg->uid, cfg->gid, r);
 	if (getuid() != cfg->uid || geteuid() != cfg->uid || getgid() != cfg->gid || getegid() != cfg->gid ||
-	    getgroups(0, NULL) != 0 || !caps_all_clear())
+	    (!cfg->userns && getgroups(0, NULL) != 0) || !caps_all_clear())
 		jail_die(0, "credentials or capabilities not fully dropped; refusing to exec");
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		jail_die(errno, "prctl(PR_SET_PDEATHSIG)");
@@ -717,6 +771,14 @@ void jail_run(const struct jail_config *cfg)
 	sigset_t set;
 
 	sanitize_self(cfg);                                       /* 1 */
+	in.caller = (uint32_t)getuid();
+	if (cfg->userns && in.caller == 0)
+		reject(0, "--userns is for running without root; as root, leave it out");
+	if (!cfg->userns && (in.caller != 0 || geteuid() != 0))
+		reject(0, "must run as root (or, without root, with --userns)");
+	if (cfg->userns && (cfg->uid != in.caller || cfg->gid != (uint32_t)getgid()))
+		reject(0, "--userns runs the VMM as the caller: --uid and --gid must be %u and %u", in.caller,
+		       (unsigned)getgid());
 	open_inputs(cfg, &in);                                    /* 2 */
 	capng_clear(CAPNG_SELECT_ALL); /* initialise libcap-ng while /proc is still visible */
 	int rootfd = make_jail_dir(cfg, &in, root_path, sizeof(root_path)); /* 3 */
@@ -724,7 +786,8 @@ void jail_run(const struct jail_config *cfg)
 	int cgfd = cfg->no_cgroup ? -1 : make_cgroup(cfg);        /* 4 */
 
 	/* 5 */
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
+	int gofd[2] = { -1, -1 };
+	if (pipe2(pipefd, O_CLOEXEC) < 0 || (cfg->userns && pipe2(gofd, O_CLOEXEC) < 0))
 		jail_die(errno, "pipe2");
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
@@ -733,9 +796,14 @@ void jail_run(const struct jail_config *cfg)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGQUIT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* Without root, the parent can write the child's id maps only while the child is dumpable
+	 * (/proc/PID is then the caller's); both go back to non-dumpable right after. */
+	if (cfg->userns && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+		jail_die(errno, "prctl(PR_SET_DUMPABLE)");
 	struct jail_clone_args ca = {
 		.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
-			 (cfg->netns ? 0 : CLONE_NEWNET) | (cgfd >= 0 ? CLONE_INTO_CGROUP : 0),
+			 (cfg->netns ? 0 : CLONE_NEWNET) | (cgfd >= 0 ? CLONE_INTO_CGROUP : 0) |
+			 (cfg->userns ? CLONE_NEWUSER : 0),
 		.exit_signal = SIGCHLD,
 		.cgroup = cgfd >= 0 ? (uint64_t)cgfd : 0,
 	};
@@ -746,17 +814,41 @@ void jail_run(const struct jail_config *cfg)
 		in_child = true;
 		status_fd = pipefd[1];
 		close(pipefd[0]);
-		enter_jail(cfg, &in, root_path);
+		if (cfg->userns)
+			close(gofd[1]);
+		enter_jail(cfg, &in, root_path, gofd[0]);
 	}
 	child_pid = (pid_t)pid;
 	close(pipefd[1]);
 	if (cgfd >= 0)
 		close(cgfd);
 	close(in.exec_fd);
-	for (size_t k = 0; k < cfg->nres; k++)
-		close(in.res_fd[k]);
 	if (in.netns_fd >= 0)
 		close(in.netns_fd);
+	if (cfg->userns) {
+		/* Map the caller's uid and gid 1:1 and nothing else; an unprivileged caller must
+		 * deny setgroups first. Then let the child go on. */
+		char dir[64], map[64];
+		snprintf(dir, sizeof(dir), "/proc/%ld", pid);
+		int pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int r = pfd < 0 ? -errno : write_file_at(pfd, "setgroups", "deny");
+		snprintf(map, sizeof(map), "%u %u 1\n", cfg->uid, cfg->uid);
+		if (r == 0)
+			r = write_file_at(pfd, "uid_map", map);
+		snprintf(map, sizeof(map), "%u %u 1\n", cfg->gid, cfg->gid);
+		if (r == 0)
+			r = write_file_at(pfd, "gid_map", map);
+		if (pfd >= 0)
+			close(pfd);
+		if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 && r == 0)
+			r = -errno;
+		if (r < 0)
+			jail_die(-r, "cannot write the user namespace's id maps");
+		close(gofd[0]);
+		if (write(gofd[1], "g", 1) != 1)
+			jail_die(errno, "cannot start the VMM process");
+		close(gofd[1]);
+	}
 	char c;
 	ssize_t n;
 	while ((n = read(pipefd[0], &c, 1)) < 0 && errno == EINTR)
@@ -844,7 +936,7 @@ int jail_cleanup(const struct jail_config *cfg)
 				found = true;
 				if (pass == 0) {
 					char why[JAIL_ERR_MAX];
-					if (jail_check_dir_stat(&st, why, sizeof(why)) < 0)
+					if (jail_check_dir_stat(&st, (uint32_t)getuid(), why, sizeof(why)) < 0)
 						jail_die(0, "%s %s: refusing to remove it", p, why);
 					char rp[PATH_MAX + 8];
 					snprintf(rp, sizeof(rp), "%s/%s/root", e->d_name, cfg->id);

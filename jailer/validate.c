@@ -297,12 +297,23 @@ bool jail_check_env(const char *spec)
 
 /* ---- stat checks --------------------------------------------------------- */
 
-int jail_check_exec_stat(const struct stat *st, char *err, size_t errlen)
+/* Owned by root, or by the (non-root) caller. */
+static int check_owner(const struct stat *st, uint32_t caller, char *err, size_t errlen)
+{
+	if (st->st_uid == 0 || st->st_uid == caller)
+		return 0;
+	if (caller == 0)
+		return fail(err, errlen, "is not owned by root (uid %u)", (unsigned)st->st_uid);
+	return fail(err, errlen, "is owned by uid %u, neither root nor the caller (uid %u)", (unsigned)st->st_uid,
+		    (unsigned)caller);
+}
+
+int jail_check_exec_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen)
 {
 	if (!S_ISREG(st->st_mode))
 		return fail(err, errlen, "is not a regular file");
-	if (st->st_uid != 0)
-		return fail(err, errlen, "is not owned by root (uid %u)", (unsigned)st->st_uid);
+	if (check_owner(st, caller, err, errlen) < 0)
+		return -EINVAL;
 	if (st->st_mode & (S_ISUID | S_ISGID))
 		return fail(err, errlen, "is setuid or setgid");
 	if (st->st_mode & (S_IWGRP | S_IWOTH))
@@ -350,12 +361,12 @@ int jail_check_resource_stat(const struct stat *st, char *err, size_t errlen)
 	return 0;
 }
 
-int jail_check_dir_stat(const struct stat *st, char *err, size_t errlen)
+int jail_check_dir_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen)
 {
 	if (!S_ISDIR(st->st_mode))
 		return fail(err, errlen, "is not a directory");
-	if (st->st_uid != 0)
-		return fail(err, errlen, "is not owned by root (uid %u)", (unsigned)st->st_uid);
+	if (check_owner(st, caller, err, errlen) < 0)
+		return -EINVAL;
 	if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
 		return fail(err, errlen, "is writable by group or others and not sticky");
 	return 0;
@@ -529,6 +540,10 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 			cfg->no_cgroup = true;
 			continue;
 		}
+		if (strcmp(a, "--userns") == 0) {
+			cfg->userns = true;
+			continue;
+		}
 		size_t k = 0;
 		bool missing = false;
 		const char *v = NULL;
@@ -554,9 +569,12 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 		return fail(err, errlen, "--id is required");
 	if (cfg->no_cgroup && cfg->ncg)
 		return fail(err, errlen, "--cgroup and --no-cgroup exclude each other");
+	if (cfg->userns && cfg->netns)
+		return fail(err, errlen, "--netns and --userns exclude each other (joining a host network namespace "
+			    "needs host privileges the user namespace does not have)");
 	if (cfg->cleanup) {
 		if (cfg->exec_file || cfg->have_uid || cfg->have_gid || cfg->nres || cfg->ncg || cfg->vmm_argc ||
-		    cfg->netns || cfg->nrl || cfg->nkeep || cfg->nenv)
+		    cfg->netns || cfg->nrl || cfg->nkeep || cfg->nenv || cfg->userns)
 			return fail(err, errlen, "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 		return 0;
 	}

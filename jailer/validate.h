@@ -52,6 +52,7 @@ struct jail_config {
 	const char *chroot_base;      /* default JAIL_DEFAULT_BASE */
 	const char *parent_cgroup;    /* default JAIL_DEFAULT_CGROUP, relative to the cgroup2 root */
 	bool no_cgroup;
+	bool userns;                  /* new user namespace mapping uid/gid 1:1; allows running without root */
 	const char *netns;            /* join this network namespace instead of a new, empty one */
 	struct jail_resource res[JAIL_MAX_RESOURCES];
 	size_t nres;
@@ -105,10 +106,11 @@ int jail_parse_rlimit(const char *spec, struct jail_rlimit *out) KILN_WUR;
 bool jail_check_env(const char *spec) KILN_WUR;
 
 /*
- * The exec file as fstat() saw it: a regular file, owned by root, not setuid/setgid,
- * not writable by group or others, exactly one link. 0 or -EINVAL with the reason in err.
+ * The exec file as fstat() saw it: a regular file, owned by root (or by caller, the uid running
+ * the jailer; pass 0 when that is root), not setuid/setgid, not writable by group or others,
+ * exactly one link. 0 or -EINVAL with the reason in err.
  */
-int jail_check_exec_stat(const struct stat *st, char *err, size_t errlen) KILN_WUR;
+int jail_check_exec_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen) KILN_WUR;
 /*
  * The first bytes of the exec file (at least the ELF header and program headers; buf holds len
  * bytes from offset 0): an x86-64 ELF executable (ET_EXEC or ET_DYN) with no PT_INTERP, that is
@@ -119,9 +121,9 @@ int jail_check_elf(const uint8_t *buf, size_t len, char *err, size_t errlen) KIL
 /* A resource: a regular file (one link, not setuid/setgid) or a directory. 0 or -EINVAL. */
 int jail_check_resource_stat(const struct stat *st, char *err, size_t errlen) KILN_WUR;
 /*
- * A directory on the way to or inside the chroot base that already exists: owned by root,
- * and if group- or other-writable then sticky (like /tmp). 0 or -EINVAL with the reason.
+ * A directory on the way to or inside the chroot base that already exists: owned by root (or
+ * by caller, as above), and if group- or other-writable then sticky (like /tmp). 0 or -EINVAL.
  */
-int jail_check_dir_stat(const struct stat *st, char *err, size_t errlen) KILN_WUR;
+int jail_check_dir_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen) KILN_WUR;
 
 #endif

@@ -83,7 +83,7 @@ stop_jail() {
 	[ "$st" -eq 0 ] || { echo "jailer exited $st"; cat "$WORK/err"; return 1; }
 	grep -q '^probe: term' "$WORK/out"
 	JPID=
-	"$JAILER" --cleanup --id "$ID" --chroot-base-dir "$BASE" "${CGOPT[@]}"
+	"${WRAP[@]}" "$JAILER" --cleanup --id "$ID" --chroot-base-dir "$BASE" "${CGOPT[@]}"
 }
 
 jail() {
@@ -463,4 +463,57 @@ assert_untouched() {
 	[[ "$output" == *"KILN-BOOT-OK"* ]]
 	"$JAILER" --cleanup --id "$ID" --chroot-base-dir "$BASE" "${CGOPT[@]}"
 	[ ! -e "$BASE/kiln-vmm/$ID" ]
+}
+
+# --userns: the jailer run by the VMM's own (non-root) user.
+as_vmm_user() { setpriv --reuid $VUID --regid $VGID --clear-groups "$@"; }
+need_userns() {
+	command -v setpriv >/dev/null || skip "setpriv missing"
+	as_vmm_user unshare -U true 2>/dev/null || skip "unprivileged user namespaces are disabled here"
+}
+
+@test "jailer: --userns runs without root: only the caller's ids mapped, no capabilities, NoNewPrivs, not dumpable" {
+	need_userns
+	mkdir -p "$BASE" && chown $VUID:$VGID "$BASE"
+	CGOPT=(--no-cgroup)
+	WRAP=(setpriv --reuid $VUID --regid $VGID --clear-groups)
+	start_jail --userns -- id write /x thread hold
+	[ "$(readlink "/proc/$VPID/ns/user")" != "$(readlink /proc/self/ns/user)" ]
+	[ "$(tr -s ' ' < "/proc/$VPID/uid_map")" = " $VUID $VUID 1" ]
+	[ "$(tr -s ' ' < "/proc/$VPID/gid_map")" = " $VGID $VGID 1" ]
+	[ "$(cat "/proc/$VPID/setgroups")" = deny ]
+	grep -q "^Uid:	$VUID	$VUID	$VUID	$VUID$" "/proc/$VPID/status"
+	for t in /proc/$VPID/task/*; do
+		for c in CapInh CapPrm CapEff CapBnd CapAmb; do
+			grep -q "^$c:	0000000000000000$" "$t/status" || { grep "^$c" "$t/status"; return 1; }
+		done
+		grep -q "^NoNewPrivs:	1$" "$t/status"
+	done
+	[ "$(stat -c %u "/proc/$VPID/mem")" = 0 ]
+	for ns in mnt pid net ipc uts; do
+		[ "$(readlink "/proc/$VPID/ns/$ns")" != "$(readlink "/proc/self/ns/$ns")" ]
+	done
+	[ "$(cd "/proc/$VPID/root" && find . | sort | tr '\n' ' ')" = ". ./dev ./dev/kvm ./jail-probe " ]
+	[ "$(stat -c '%F %t:%T' "/proc/$VPID/root/dev/kvm")" = "character special file a:e8" ]
+	[ "$(stat -c '%a %u' "/proc/$VPID/root/jail-probe")" = "111 $VUID" ]
+	grep -q "^probe: id: uid=$VUID euid=$VUID gid=$VGID egid=$VGID" "$WORK/out"
+	grep -q '^probe: write /x: Read-only file system$' "$WORK/out"
+	stop_jail
+	[ ! -e "$JAIL" ]
+}
+
+@test "jailer: --userns is refused as root, with foreign ids or with --netns; root mode is refused without root" {
+	command -v setpriv >/dev/null || skip "setpriv missing"
+	run jail --userns -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --userns is for running without root; as root, leave it out" ]
+	run as_vmm_user "$JAILER" --userns --id "$ID" --exec-file "$EXE" --uid 1 --gid $VGID --chroot-base-dir "$BASE" --no-cgroup -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --userns runs the VMM as the caller: --uid and --gid must be $VUID and $VGID" ]
+	run as_vmm_user "$JAILER" --id "$ID" --exec-file "$EXE" --uid $VUID --gid $VGID --chroot-base-dir "$BASE" --no-cgroup -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: must run as root (or, without root, with --userns)" ]
+	run jail --userns --netns /run/netns/x -- hold
+	[ "$status" -eq 2 ]
+	assert_untouched
 }

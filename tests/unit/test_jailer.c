@@ -215,36 +215,36 @@ static void test_exec_stat(void **state)
 	char err[JAIL_ERR_MAX];
 	struct stat ok = { .st_mode = S_IFREG | 0755, .st_uid = 0, .st_nlink = 1, .st_size = 100 };
 	struct stat st;
-	assert_int_equal(jail_check_exec_stat(&ok, err, sizeof(err)), 0);
+	assert_int_equal(jail_check_exec_stat(&ok, 0, err, sizeof(err)), 0);
 	st = ok;
 	st.st_mode = S_IFDIR | 0755;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is not a regular file");
 	st = ok;
 	st.st_mode = S_IFLNK | 0777;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	st = ok;
 	st.st_uid = 1000;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is not owned by root (uid 1000)");
 	st = ok;
 	st.st_mode |= S_ISUID;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is setuid or setgid");
 	st = ok;
 	st.st_mode |= S_ISGID;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	st = ok;
 	st.st_mode = S_IFREG | 0757;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is writable by group or others");
 	st = ok;
 	st.st_nlink = 2;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "has 2 hard links (must have exactly 1)");
 	st = ok;
 	st.st_size = 0;
-	assert_int_equal(jail_check_exec_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_exec_stat(&st, 0, err, sizeof(err)), -EINVAL);
 }
 
 static void test_resource_and_dir_stat(void **state)
@@ -266,19 +266,30 @@ static void test_resource_and_dir_stat(void **state)
 	assert_int_equal(jail_check_resource_stat(&st, err, sizeof(err)), -EINVAL);
 
 	st = (struct stat){ .st_mode = S_IFDIR | 0755, .st_uid = 0 };
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), 0);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), 0);
 	st.st_mode = S_IFDIR | S_ISVTX | 0777; /* /tmp */
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), 0);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), 0);
 	st.st_mode = S_IFDIR | 0777;
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is writable by group or others and not sticky");
 	st.st_mode = S_IFDIR | 0775;
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	st = (struct stat){ .st_mode = S_IFDIR | 0700, .st_uid = 1000 };
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is not owned by root (uid 1000)");
 	st = (struct stat){ .st_mode = S_IFLNK | 0777 };
-	assert_int_equal(jail_check_dir_stat(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(jail_check_dir_stat(&st, 0, err, sizeof(err)), -EINVAL);
+	/* rootless (--userns): the caller's own directories and files are fine, others' are not */
+	st = (struct stat){ .st_mode = S_IFDIR | 0700, .st_uid = 1000 };
+	assert_int_equal(jail_check_dir_stat(&st, 1000, err, sizeof(err)), 0);
+	st.st_uid = 0;
+	assert_int_equal(jail_check_dir_stat(&st, 1000, err, sizeof(err)), 0);
+	st.st_uid = 1001;
+	assert_int_equal(jail_check_dir_stat(&st, 1000, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "is owned by uid 1001, neither root nor the caller (uid 1000)");
+	st = (struct stat){ .st_mode = S_IFREG | 0755, .st_uid = 1000, .st_nlink = 1, .st_size = 1 };
+	assert_int_equal(jail_check_exec_stat(&st, 1000, err, sizeof(err)), 0);
+	assert_int_equal(jail_check_exec_stat(&st, 1001, err, sizeof(err)), -EINVAL);
 }
 
 /* A minimal x86-64 ELF header with two program headers at offset 64. */
@@ -440,6 +451,11 @@ static void test_parse_reject(void **state)
 	expect_reject(PARSE("--cleanup", "--id", "vm1", "--exec-file", "/x"),
 		      "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 	expect_reject(PARSE("--cleanup", "--id", "vm1", "--", "x"),
+		      "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
+	expect_reject(PARSE(BASIC, "--userns", "--netns", "/run/netns/x"),
+		      "--netns and --userns exclude each other (joining a host network namespace needs host privileges "
+		      "the user namespace does not have)");
+	expect_reject(PARSE("--cleanup", "--id", "vm1", "--userns"),
 		      "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 	expect_reject(PARSE("--id", "vm1", "--exec-file", "/x/dev", "--uid", "1", "--gid", "1"),
 		      "the exec file may not be named \"dev\"");
