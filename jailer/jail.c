@@ -861,6 +861,12 @@ void jail_run(const struct jail_config *cfg)
 		exit(KILN_EXIT_JAIL);
 	}
 	close(pipefd[0]);
+	/* The supervisor needs nothing but to signal the VMM (another uid): keep only CAP_KILL. */
+	capng_clear(CAPNG_SELECT_BOTH);
+	if (in.caller == 0)
+		capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_KILL);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || capng_apply(CAPNG_SELECT_BOTH) < 0)
+		kiln_warn_errno(errno, "cannot drop the supervisor's capabilities");
 	supervise(child_pid, &set);                               /* 6 */
 }
 

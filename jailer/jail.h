@@ -17,7 +17,8 @@
  *   5. clone the VMM process into new mount, pid, net, ipc and uts namespaces and the cgroup;
  *      it enters a new cgroup namespace, mounts the jail, pivots into it, sets rlimits,
  *      NO_NEW_PRIVS, drops to uid/gid with no groups and no capabilities, then execs;
- *   6. supervise: forward SIGTERM/SIGINT/SIGHUP/SIGQUIT, exit with the VMM's status.
+ *   6. supervise, holding only CAP_KILL: forward SIGTERM/SIGINT/SIGHUP/SIGQUIT (the same one
+ *      twice: SIGKILL), exit with the VMM's status (128+N if killed by signal N).
  * Never returns. Exits KILN_EXIT_USAGE when an input is rejected (nothing was touched),
  * KILN_EXIT_JAIL when setup failed (everything created so far is removed first).
  */

@@ -291,6 +291,14 @@ assert_untouched() {
 	stop_jail
 }
 
+@test "jailer: the supervising jailer keeps only CAP_KILL, and SIGTERM to it reaches the VMM" {
+	start_jail -- hold
+	grep -q "^CapEff:	0000000000000020$" "/proc/$JPID/status"
+	grep -q "^CapPrm:	0000000000000020$" "/proc/$JPID/status"
+	grep -q "^NoNewPrivs:	1$" "/proc/$JPID/status"
+	stop_jail      # SIGTERM to the jailer; the probe reports "term" and exits 0
+}
+
 @test "jailer: every namespace but user differs from the host's and the network has only lo" {
 	start_jail -- hold
 	for ns in mnt pid net ipc uts cgroup; do
