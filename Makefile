@@ -54,7 +54,8 @@ $(B)/kiln-vmm: $(B)/vmm/main.o $(B)/libkiln.a
 
 # The jailer is static (static-pie): LD_PRELOAD and friends cannot reach it, and it needs no
 # libraries from the host at run time. jail-probe is the static stand-in VMM of tests/e2e/jailer.bats.
-$(B)/kiln-jailer: $(B)/jailer/main.o $(B)/libkiln.a
+# Only its own objects: the jailer builds even while other modules are broken.
+$(B)/kiln-jailer: $(patsubst %.c,$(B)/%.o,$(wildcard jailer/*.c) common/util.c)
 	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lcap-ng
 
 $(B)/jail-probe: tests/e2e/helpers/jail-probe.c
