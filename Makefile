@@ -50,7 +50,7 @@ $(A)/libkiln.a: $(SAN_OBJS)
 	ar rcs $@ $^
 
 $(B)/kiln-vmm: $(B)/vmm/main.o $(B)/libkiln.a
-	$(CC) $(LDHARDEN) -o $@ $^ -lpthread
+	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lpthread
 
 # The jailer is static (static-pie): LD_PRELOAD and friends cannot reach it, and it needs no
 # libraries from the host at run time. jail-probe is the static stand-in VMM of tests/e2e/jailer.bats.

@@ -59,7 +59,7 @@ int evloop_add(struct evloop *l, int fd, uint32_t events, evloop_cb cb, void *ct
 
 int evloop_mod(struct evloop *l, int fd, uint32_t events)
 {
-	struct evloop_handler *h = find(l, fd);
+	struct evloop_handler *h = fd >= 0 ? find(l, fd) : NULL;
 	if (!h)
 		return -ENOENT;
 	struct epoll_event ev = { .events = events, .data.ptr = h };
@@ -68,7 +68,7 @@ int evloop_mod(struct evloop *l, int fd, uint32_t events)
 
 void evloop_del(struct evloop *l, int fd)
 {
-	struct evloop_handler *h = find(l, fd);
+	struct evloop_handler *h = fd >= 0 ? find(l, fd) : NULL;
 	if (!h)
 		return;
 	(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);

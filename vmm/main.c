@@ -14,14 +14,13 @@
 #include <unistd.h>
 
 #include "boot.h"
-#include "devices/serial.h"
+#include "console.h"
+#include "evloop.h"
 #include "exitcodes.h"
 #include "mptable.h"
 #include "vm.h"
 #include "x86_64.h"
 
-#define SERIAL_OUT_CAP (64 * 1024) /* bound of buffered guest console output */
-#define SERIAL_IRQ 4
 #define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
 struct opts {
@@ -135,209 +134,18 @@ static int read_all(int fd, uint8_t *dst, uint64_t len)
 	return 0;
 }
 
-/* ---- serial console wiring ---------------------------------------------- */
-
-struct console {
-	struct vm *vm;
-	int out_efd;    /* guest output available */
-	int rx_efd;     /* guest can take more input */
-	int in_fd;      /* host input, -1 once at EOF */
-	int in_poll;    /* in_fd is in the epoll set */
-	uint8_t pend[4096];
-	size_t pend_off, pend_len;
-	uint8_t in_buf[SERIAL_RX_FIFO];
-	size_t in_off, in_len;
-	int out_flags;  /* stdout's original file status flags, -1 if untouched */
-	int out_dead;   /* stdout gone: output is discarded */
-	_Atomic unsigned int irq_errors; /* KVM_IRQ_LINE failures (reported at exit) */
-};
-
-static void efd_kick(int fd)
+static void on_stop(void *ctx, int fd, uint32_t ev)
 {
-	uint64_t one = 1;
-	ssize_t n = write(fd, &one, sizeof(one));
-	(void)n; /* saturation only means a wake-up is already pending */
-}
-
-static void efd_drain(int fd)
-{
-	uint64_t v;
-	ssize_t n = read(fd, &v, sizeof(v));
-	(void)n;
-}
-
-static void serial_irq_cb(void *ctx, int level)
-{
-	struct console *c = ctx;
-	/* The line is edge-triggered at the IOAPIC: each assertion becomes a rising edge. */
-	int r = vm_irq_line(c->vm, SERIAL_IRQ, 0);
-	if (r == 0 && level)
-		r = vm_irq_line(c->vm, SERIAL_IRQ, 1);
-	if (r < 0)
-		atomic_fetch_add(&c->irq_errors, 1);
-}
-
-static void serial_out_cb(void *ctx)
-{
-	efd_kick(((struct console *)ctx)->out_efd);
-}
-
-static void serial_rx_cb(void *ctx)
-{
-	efd_kick(((struct console *)ctx)->rx_efd);
-}
-
-/* Write what is pending, then refill from the device until stdout would block. */
-static void console_flush(struct console *c)
-{
-	for (;;) {
-		if (c->pend_len == 0) {
-			c->pend_off = 0;
-			c->pend_len = serial_out_take(c->vm->serial, c->pend, sizeof(c->pend));
-			if (c->pend_len == 0)
-				return;
-		}
-		if (c->out_dead) {
-			c->pend_len = 0;
-			continue;
-		}
-		ssize_t n = write(STDOUT_FILENO, c->pend + c->pend_off, c->pend_len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			return;
-		if (n <= 0) {
-			c->out_dead = 1;
-			continue;
-		}
-		c->pend_off += (size_t)n;
-		c->pend_len -= (size_t)n;
-	}
-}
-
-/* Move host input into the guest's receive FIFO, never more than it has room for. */
-static void console_input(struct console *c)
-{
-	while (c->in_fd >= 0) {
-		if (c->in_len == 0) {
-			size_t room = serial_rx_room(c->vm->serial);
-			if (room == 0)
-				return;
-			if (room > sizeof(c->in_buf))
-				room = sizeof(c->in_buf);
-			ssize_t n = read(c->in_fd, c->in_buf, room);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && errno == EAGAIN)
-				return;
-			if (n <= 0) {
-				c->in_fd = -1; /* EOF or error: no more input */
-				return;
-			}
-			c->in_off = 0;
-			c->in_len = (size_t)n;
-		}
-		size_t took = serial_rx_push(c->vm->serial, c->in_buf + c->in_off, c->in_len);
-		c->in_off += took;
-		c->in_len -= took;
-		if (took == 0)
-			return;
-	}
-}
-
-/* ---- main ----------------------------------------------------------------- */
-
-static int epoll_add(int ep, int fd, uint32_t events)
-{
-	struct epoll_event ev = { .events = events, .data.fd = fd };
-	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static int run_loop(struct vm *vm, struct console *con)
-{
-	struct epoll_event evs[8];
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	int out_poll = 0;
-
-	if (ep < 0 || epoll_add(ep, vm->stop_efd, EPOLLIN) < 0 || epoll_add(ep, con->out_efd, EPOLLIN) < 0 ||
-	    epoll_add(ep, con->rx_efd, EPOLLIN) < 0) {
-		kiln_warn_errno(errno, "epoll");
-		vm_request_stop(vm, VM_STOP_ERROR, 0);
-		return -1;
-	}
-	if (con->in_fd >= 0) {
-		if (epoll_add(ep, con->in_fd, EPOLLIN) == 0)
-			con->in_poll = 1;
-		else if (errno != EPERM)
-			con->in_fd = -1;
-		/* EPERM: a regular file; it is always readable, read it when the FIFO has room. */
-	}
-	while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
-		int n = epoll_wait(ep, evs, ARRAY_SIZE(evs), -1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			kiln_warn_errno(errno, "epoll_wait");
-			vm_request_stop(vm, VM_STOP_ERROR, 0);
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			int fd = evs[i].data.fd;
-			if (fd == con->out_efd || fd == con->rx_efd || fd == vm->stop_efd)
-				efd_drain(fd);
-			if (con->in_poll && fd == con->in_fd && (evs[i].events & (EPOLLHUP | EPOLLERR)) &&
-			    !(evs[i].events & EPOLLIN)) {
-				epoll_ctl(ep, EPOLL_CTL_DEL, con->in_fd, NULL);
-				con->in_poll = 0;
-				con->in_fd = -1;
-			}
-		}
-		console_input(con);
-		if (con->in_poll && con->in_fd < 0) {
-			epoll_ctl(ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
-			con->in_poll = 0;
-		}
-		/* With input pending but no room, wait for the guest (rx_efd), not for stdin. */
-		if (con->in_poll && con->in_len) {
-			epoll_ctl(ep, EPOLL_CTL_DEL, con->in_fd, NULL);
-			con->in_poll = 0;
-		} else if (!con->in_poll && con->in_fd >= 0 && con->in_len == 0 &&
-			   epoll_add(ep, con->in_fd, EPOLLIN) == 0) {
-			con->in_poll = 1;
-		}
-		console_flush(con);
-		int want_out = con->pend_len > 0 && !con->out_dead;
-		if (want_out != out_poll) {
-			if (want_out)
-				epoll_add(ep, STDOUT_FILENO, EPOLLOUT);
-			else
-				epoll_ctl(ep, EPOLL_CTL_DEL, STDOUT_FILENO, NULL);
-			out_poll = want_out;
-		}
-	}
-	close(ep);
-	return 0;
-}
-
-/* After the VM stopped: give stdout up to 2 s to take the rest of the console output. */
-static void console_final_flush(struct console *c)
-{
-	for (int tries = 0; tries < 20; tries++) {
-		console_flush(c);
-		if (c->pend_len == 0 || c->out_dead)
-			break;
-		struct pollfd p = { .fd = STDOUT_FILENO, .events = POLLOUT };
-		(void)poll(&p, 1, 100);
-	}
-	if (c->out_flags >= 0)
-		(void)fcntl(STDOUT_FILENO, F_SETFL, c->out_flags);
+	(void)fd;
+	(void)ev;
+	evloop_stop(ctx);
 }
 
 int main(int argc, char **argv)
 {
 	static struct vm vm;
-	struct serial serial;
-	struct console con;
+	static struct console con;
+	struct evloop loop;
 	struct opts o;
 	struct bzimage bz;
 	struct mem_layout layout;
@@ -411,45 +219,39 @@ int main(int argc, char **argv)
 		return KILN_EXIT_VMM_ERROR;
 	}
 
-	/* 3. Devices, in order: the serial console. */
-	memset(&con, 0, sizeof(con));
-	con.vm = &vm;
-	con.in_fd = STDIN_FILENO;
-	con.out_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	con.rx_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (con.out_efd < 0 || con.rx_efd < 0) {
-		kiln_warn_errno(errno, "eventfd");
+	/* 3. The event loop and the devices, in order: the serial console. */
+	if ((r = evloop_init(&loop)) < 0) {
+		kiln_warn_errno(-r, "event loop");
 		vm_destroy(&vm);
 		return KILN_EXIT_VMM_ERROR;
 	}
-	static const struct serial_ops sops = { serial_irq_cb, serial_out_cb, serial_rx_cb };
-	if ((r = serial_init(&serial, SERIAL_OUT_CAP, &sops, &con)) < 0) {
-		kiln_warn_errno(-r, "serial device");
+	if ((r = evloop_add(&loop, vm.stop_efd, EPOLLIN, on_stop, &loop)) < 0 ||
+	    (r = console_init(&con, &vm, &loop)) < 0) {
+		kiln_warn_errno(-r, "serial console");
+		console_destroy(&con);
+		evloop_destroy(&loop);
 		vm_destroy(&vm);
 		return KILN_EXIT_VMM_ERROR;
 	}
-	vm.serial = &serial;
-	con.out_flags = fcntl(STDOUT_FILENO, F_GETFL);
-	if (con.out_flags >= 0 && fcntl(STDOUT_FILENO, F_SETFL, con.out_flags | O_NONBLOCK) < 0)
-		con.out_flags = -1;
-	int in_flags = fcntl(STDIN_FILENO, F_GETFL);
-	if (in_flags < 0)
-		con.in_fd = -1;
+	vm.serial = &con.serial;
 
 	/* 4. Run until the guest or an error stops the VM. */
-	if (vm_start(&vm) == 0)
-		run_loop(&vm, &con);
+	if (vm_start(&vm) == 0 && (r = evloop_run(&loop)) < 0) {
+		kiln_warn_errno(-r, "event loop");
+		vm_request_stop(&vm, VM_STOP_ERROR, 0);
+	}
 	vm_join(&vm);
 	console_final_flush(&con);
 
 	int why_stop = atomic_load(&vm.stop_reason), status = atomic_load(&vm.exit_status);
-	uint64_t dropped = serial_out_dropped(&serial);
+	uint64_t dropped = serial_out_dropped(&con.serial);
 	if (dropped)
 		kiln_warn("guest console output: %llu bytes dropped (stdout too slow)",
 			  (unsigned long long)dropped);
 	if (atomic_load(&con.irq_errors))
 		kiln_warn("serial interrupt injection failed %u times", atomic_load(&con.irq_errors));
-	serial_destroy(&serial);
+	console_destroy(&con);
+	evloop_destroy(&loop);
 	vm_destroy(&vm);
 	switch (why_stop) {
 	case VM_STOP_EXIT:
