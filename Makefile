@@ -73,6 +73,7 @@ unit: $(UNIT_BINS)
 
 include guest/guest.mk
 include tests/tests.mk
+include bench/bench.mk
 
 deps:
 	@tests/deps.sh

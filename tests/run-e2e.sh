@@ -6,21 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# kvm_usable: /dev/kvm opens read-write and is a full KVM (not PVM, which only runs
-# PVM-enabled guest kernels), and QEMU's microvm boots our test guest on it.
-kvm_usable() {
-  ( exec 9<>/dev/kvm ) 2>/dev/null || return 1
-  [ ! -d /sys/module/kvm_pvm ] || return 1
-  [ -f build/guest/bzImage ] && [ -f build/guest/initramfs.cpio.gz ] || return 0
-  timeout 30 qemu-system-x86_64 -M microvm,accel=kvm -cpu host -m 128 -nodefaults -no-user-config \
-    -nographic -no-reboot -serial stdio -kernel build/guest/bzImage -initrd build/guest/initramfs.cpio.gz \
-    -append "console=ttyS0 quiet panic=-1 kiln.test=boot" -device isa-debug-exit,iobase=0xf4,iosize=1 \
-    </dev/null 2>/dev/null | grep -q -m1 KILN-BOOT-OK
-}
-
 host=${KILN_E2E_HOST:-}
 if [ -z "$host" ]; then
-  if kvm_usable; then host=direct; else host=kvmhost; fi
+  if tests/kvm-usable.sh; then host=direct; else host=kvmhost; fi
 fi
 log=build/e2e.tap
 mkdir -p build

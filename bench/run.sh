@@ -1,0 +1,210 @@
+#!/bin/bash
+# bench/run.sh: `make bench`. kiln-vmm against QEMU's `-M microvm` (Debian's qemu-system-x86),
+# same kernel, initramfs, command line, memory and vCPUs, runs interleaved:
+#   boot   launch -> /init -> exit, KILN_BENCH_RUNS runs each (default 5); a run counts only if
+#          the guest printed KILN-BOOT-OK and the VMM reported a normal finish; medians, ratio.
+#   mem    VMM memory beyond guest RAM: /proc/PID/smaps sampled while the guest idles
+#          (kiln.test=hold), Rss of every mapping except the anonymous one(s) whose size is the
+#          guest RAM size; max over the samples of a run, median over KILN_BENCH_MEM_RUNS (3).
+#   blk    (once kiln-vmm has --disk) guest-side sequential read/write and 4 KiB random-read
+#          IOPS on the same raw image against QEMU's virtio-blk-device.
+#   vsock  not yet (see the end of this file).
+# Where /dev/kvm cannot run guests (tests/kvm-usable.sh) it re-runs itself inside
+# tests/kvmhost.sh: absolute times there are meaningless, only the ratios are figures.
+# Table on stdout; raw numbers in build/bench/results.txt, per-run guest output in build/bench/.
+# Env: KILN_BENCH_HOST=direct|kvmhost, KILN_BENCH_RUNS, KILN_BENCH_MEM_RUNS, KILN_BENCH_HOLD_S,
+#      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_KVMHOST_TIMEOUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${KILN_BENCH_RUNS:-5}
+MEM_RUNS=${KILN_BENCH_MEM_RUNS:-3}
+HOLD_S=${KILN_BENCH_HOLD_S:-4}
+MEM=${KILN_BENCH_MEM:-256}
+BLK_MB=${KILN_BENCH_BLK_MB:-64}
+RUN_TMO=120                       # one guest run, seconds
+VMM=build/kiln-vmm
+KERNEL=build/guest/bzImage
+INITRD=build/guest/initramfs.cpio.gz
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
+OUT=build/bench
+RES=$OUT/results.txt
+
+for f in "$VMM" "$KERNEL" "$INITRD"; do
+  [ -f "$f" ] || { echo "bench: $f missing (run: make all guest-kernel initramfs)" >&2; exit 2; }
+done
+command -v qemu-system-x86_64 >/dev/null || { echo "bench: qemu-system-x86_64 missing (run: make deps)" >&2; exit 2; }
+
+host=${KILN_BENCH_HOST:-}
+if [ -z "$host" ]; then
+  if [ -n "${KILN_IN_KVMHOST:-}" ] || tests/kvm-usable.sh; then host=direct; else host=kvmhost; fi
+fi
+case $host in
+direct) ;;
+kvmhost)
+  echo "bench: /dev/kvm cannot run guests here; re-running inside tests/kvmhost.sh (only ratios mean anything there)"
+  exec tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -- env KILN_BENCH_HOST=direct \
+    KILN_BENCH_RUNS="$RUNS" KILN_BENCH_MEM_RUNS="$MEM_RUNS" KILN_BENCH_HOLD_S="$HOLD_S" \
+    KILN_BENCH_MEM="$MEM" KILN_BENCH_BLK_MB="$BLK_MB" bench/run.sh ;;
+*) echo "bench: KILN_BENCH_HOST must be direct or kvmhost" >&2; exit 2 ;;
+esac
+
+rm -rf "$OUT"; mkdir -p "$OUT"
+where=direct; [ -z "${KILN_IN_KVMHOST:-}" ] || where="tests/kvmhost.sh (QEMU TCG, nested SVM)"
+{ echo "# kiln bench $(date -u +%FT%TZ) host=$where mem=${MEM}MiB vcpus=1 runs=$RUNS"
+  echo "# kernel=$KERNEL initrd=$INITRD cmdline=\"$CMDLINE\""
+  echo "# qemu=$(qemu-system-x86_64 --version | head -1)"; } > "$RES"
+raw() { echo "$*" >> "$RES"; }
+log() { echo "bench: $*"; }
+
+# ---- launchers: kiln NAME KERNEL-ARGS [VMM-ARGS...] / qemu NAME KERNEL-ARGS [QEMU-ARGS...]
+# Run in the foreground with stdin from /dev/null, all output to $OUT/NAME.out. With BG=1 they
+# run in the background and set PID.
+QEMU_BASE=(qemu-system-x86_64 -M microvm,accel=kvm -cpu host -m "$MEM" -smp 1 -nodefaults
+  -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" -initrd "$INITRD"
+  -device isa-debug-exit,iobase=0xf4,iosize=1)
+BG=0 PID=
+launch() {
+  local name=$1; shift
+  if [ "$BG" = 1 ]; then "$@" </dev/null >"$OUT/$name.out" 2>&1 & PID=$!
+  else timeout -k 5 "$RUN_TMO" "$@" </dev/null >"$OUT/$name.out" 2>&1; fi
+}
+kiln() { local n=$1 a=$2; shift 2
+  launch "$n" "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE $a" \
+    --mem "$MEM" --vcpus 1 "$@"; }
+qemu() { local n=$1 a=$2; shift 2
+  launch "$n" "${QEMU_BASE[@]}" -append "$CMDLINE $a" "$@"; }
+# Normal finish: kiln-vmm exits 0; QEMU's isa-debug-exit exits (status << 1) | 1 = 1.
+ok_rc() { [ "$1" = kiln ] && [ "$2" = 0 ] || { [ "$1" = qemu ] && [ "$2" = 1 ]; }; }
+# fail_note VMM NAME RC: one line on why a run does not count
+fail_note() {
+  log "$1 $2 FAILED (exit $3): $(tr -d '\r' < "$OUT/$2.out" | grep -v '^$' | tail -3 | tr '\n' '|')"
+  raw "fail $1 $2 rc=$3"
+}
+
+# median of the arguments (empty if none)
+median() { [ $# -gt 0 ] || return 0; printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+  END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
+now() { echo "${EPOCHREALTIME/,/.}"; }
+
+# ---- 1. boot to /init and exit -----------------------------------------------------------
+# time_boot VMM NAME: one timed run; prints seconds if it counts, else nothing
+time_boot() {
+  local t0 t1 rc
+  t0=$(now); "$1" "$2" "kiln.test=boot"; rc=$?; t1=$(now)
+  if ok_rc "$1" "$rc" && grep -q KILN-BOOT-OK "$OUT/$2.out"; then
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
+  else fail_note "$1" "$2" "$rc" >&2; fi
+}
+log "boot: warm-up run of each (not timed)"
+time_boot kiln boot-kiln-warmup >/dev/null
+time_boot qemu boot-qemu-warmup >/dev/null
+boot_kiln=() boot_qemu=() boot_fail_kiln=0 boot_fail_qemu=0
+for i in $(seq 1 "$RUNS"); do
+  # alternate which goes first so neither always runs right after the other
+  if [ $((i % 2)) = 1 ]; then order="kiln qemu"; else order="qemu kiln"; fi
+  for v in $order; do
+    s=$(time_boot "$v" "boot-$v-$i")
+    if [ -n "$s" ]; then raw "boot $v run=$i ok=1 s=$s"; eval "boot_$v+=($s)"
+    else raw "boot $v run=$i ok=0"; eval "boot_fail_$v=\$((boot_fail_$v + 1))"; fi
+  done
+  log "boot run $i/$RUNS: kiln ${boot_kiln[*]: -1:1}${boot_kiln[*]:+ s} qemu ${boot_qemu[*]: -1:1}${boot_qemu[*]:+ s}"
+done
+bk=$(median "${boot_kiln[@]}") bq=$(median "${boot_qemu[@]}") br=$(ratio "$bk" "$bq")
+raw "boot kiln median_s=${bk:-na} ok=${#boot_kiln[@]}/$RUNS"
+raw "boot qemu median_s=${bq:-na} ok=${#boot_qemu[@]}/$RUNS"
+raw "boot ratio_kiln_over_qemu=${br:-na}"
+
+# ---- 2. memory beyond guest RAM ------------------------------------------------------------
+# smaps_kb PID: "total guest other nguest" in kB; guest = Rss of the anonymous mappings whose
+# Size is the guest RAM size (nguest of them), other = everything else.
+smaps_kb() {
+  awk -v gk=$((MEM * 1024)) '
+    /^[0-9a-f]+-[0-9a-f]+ / { anon = (NF == 5); next }
+    /^Size:/ { size = $2; next }
+    /^Rss:/  { t += $2; if (anon && size == gk) { g += $2; n++ } else o += $2 }
+    END { if (NR) printf "%d %d %d %d\n", t, g, o, n }' "/proc/$1/smaps" 2>/dev/null
+}
+# smaps_top PID: the five biggest non-guest Rss contributors, "kB name" (for results.txt)
+smaps_top() {
+  awk -v gk=$((MEM * 1024)) '
+    /^[0-9a-f]+-[0-9a-f]+ / { anon = (NF == 5); name = anon ? "[anon]" : $6; next }
+    /^Size:/ { size = $2; next }
+    /^Rss:/  { if (!(anon && size == gk)) r[name] += $2 }
+    END { for (k in r) if (r[k]) print r[k], k }' "/proc/$1/smaps" 2>/dev/null | sort -rn | head -5 | tr '\n' ';'
+}
+# mem_run VMM NAME: boots kiln.test=hold, samples while the guest idles; prints
+# "total guest other nguest" with the maximum "other" seen, or nothing if the run failed.
+mem_run() {
+  local v=$1 n=$2 deadline best= s rc top=
+  BG=1; "$v" "$n" "kiln.test=hold kiln.hold_s=$HOLD_S"; BG=0
+  local pid=$PID
+  deadline=$((SECONDS + RUN_TMO))
+  while ! grep -q KILN-HOLD "$OUT/$n.out" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || break
+    [ $SECONDS -lt $deadline ] || { kill -KILL "$pid"; break; }
+    sleep 0.1
+  done
+  if grep -q KILN-HOLD "$OUT/$n.out"; then
+    sleep 0.5                                   # let the guest settle into its sleep
+    for _ in $(seq 1 $((HOLD_S > 2 ? 2 * (HOLD_S - 2) : 1))); do
+      s=$(smaps_kb "$pid"); [ -n "$s" ] || break
+      set -- $s
+      if [ -z "$best" ] || [ "$3" -gt "$(echo "$best" | cut -d' ' -f3)" ]; then
+        best=$s; top=$(smaps_top "$pid"); fi
+      sleep 0.5
+    done
+  fi
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid"; rc=$?
+  if ok_rc "$v" "$rc" && [ -n "$best" ]; then
+    echo "$best"; raw "mem $v $n top_other_kb: $top"
+  else fail_note "$v" "$n" "$rc" >&2; fi
+}
+mem_kiln_other=() mem_kiln_total=() mem_qemu_other=() mem_qemu_total=() mem_qemu_nguest=0
+for i in $(seq 1 "$MEM_RUNS"); do
+  for v in kiln qemu; do
+    s=$(mem_run "$v" "mem-$v-$i")
+    if [ -z "$s" ]; then raw "mem $v run=$i ok=0"; continue; fi
+    set -- $s
+    raw "mem $v run=$i ok=1 total_kb=$1 guest_kb=$2 other_kb=$3 guest_mappings=$4"
+    eval "mem_${v}_total+=($1)"
+    if [ "$4" -ge 1 ]; then eval "mem_${v}_other+=($3)"
+    else log "$v: no anonymous ${MEM} MiB mapping found in smaps: overhead not separable"; fi
+  done
+  log "mem run $i/$MEM_RUNS: kiln other ${mem_kiln_other[*]: -1:1} kB, qemu total ${mem_qemu_total[*]: -1:1} kB"
+done
+mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+mko=$(mib "$(median "${mem_kiln_other[@]}")") mqo=$(mib "$(median "${mem_qemu_other[@]}")")
+mkt=$(mib "$(median "${mem_kiln_total[@]}")") mqt=$(mib "$(median "${mem_qemu_total[@]}")")
+raw "mem kiln median_other_mib=${mko:-na} median_total_mib=${mkt:-na}"
+raw "mem qemu median_other_mib=${mqo:-na} median_total_mib=${mqt:-na}"
+
+# ---- 3. blk (hook: runs once kiln-vmm has --disk) ------------------------------------------
+blk_rows=()
+if "$VMM" --help 2>&1 | grep -q -- '--disk'; then
+  if [ -f bench/blk.sh ]; then . bench/blk.sh; else log "blk: kiln-vmm has --disk but bench/blk.sh is missing"; fi
+else
+  log "blk: skipped (kiln-vmm has no --disk yet)"; raw "blk skipped: kiln-vmm has no --disk"
+fi
+# ---- 4. vsock: not yet (needs a guest-side client/server and a host-side peer per VMM; see
+# the report in issue 5). Hook: bench/vsock.sh, sourced the same way, once --vsock exists.
+if "$VMM" --help 2>&1 | grep -q -- '--vsock' && [ -f bench/vsock.sh ]; then . bench/vsock.sh
+else raw "vsock skipped: no bench/vsock.sh yet"; fi
+
+# ---- table ---------------------------------------------------------------------------------
+met() { [ -n "$1" ] && awk -v x="$1" -v g="$2" -v d="$3" 'BEGIN {
+  print ((d == "le" ? x <= g : x >= g) ? "yes" : "NO") }' || echo n/a; }
+row() { printf '%-38s %12s %14s %7s %9s %5s\n' "$@"; }
+echo
+[ -z "${KILN_IN_KVMHOST:-}" ] || echo "(inside the emulated host: absolute times are meaningless, compare the ratios)"
+row metric kiln "qemu microvm" ratio goal met?
+row "boot->init->exit, median s (ok/$RUNS)" "${bk:-fail} (${#boot_kiln[@]})" "${bq:-fail} (${#boot_qemu[@]})" \
+  "${br:-n/a}" "<= 0.50" "$(met "$br" 0.5 le)"
+row "VMM RSS beyond guest RAM, MiB" "${mko:-n/a}" "${mqo:-n/a}" "$(ratio "$mko" "$mqo")" "<= 1.00" "$(met "$mko" 1 le)"
+row "VMM total RSS while guest idles, MiB" "${mkt:-n/a}" "${mqt:-n/a}" "$(ratio "$mkt" "$mqt")" "-" "-"
+for r in "${blk_rows[@]}"; do eval "row $r"; done
+echo "raw figures: $RES"
+[ "${#boot_kiln[@]}" = "$RUNS" ] && [ "${#boot_qemu[@]}" = "$RUNS" ] && [ -n "$mko" ]
