@@ -10,7 +10,7 @@ enum kiln_exit {
 	KILN_EXIT_OK = 0,           /* guest finished normally and reported status 0 */
 	KILN_EXIT_VMM_ERROR = 1,    /* kiln-vmm failed (KVM call, host resources) */
 	KILN_EXIT_USAGE = 2,        /* bad option or value; nothing was started */
-	KILN_EXIT_BAD_IMAGE = 3,    /* kernel or initrd rejected; nothing was started */
+	KILN_EXIT_BAD_IMAGE = 3,    /* kernel, initrd or disk rejected; nothing was started */
 	KILN_EXIT_GUEST_RESET = 4,  /* guest reset, rebooted or panicked (i8042 reset, triple fault) */
 	KILN_EXIT_GUEST_STATUS = 5, /* guest finished normally but reported a non-zero status */
 	KILN_EXIT_GUEST_FAULT = 6,  /* guest left the vCPU in a state KVM cannot run */
@@ -23,7 +23,7 @@ enum kiln_exit {
 	"  0  guest finished normally (wrote 0 to the exit port)\n"                 \
 	"  1  kiln-vmm error (KVM call failed, host out of resources)\n"            \
 	"  2  usage error: bad option or value, nothing started\n"                  \
-	"  3  kernel or initrd rejected (missing, truncated, not a bzImage,\n"      \
+	"  3  kernel, initrd or disk rejected (missing, truncated, not a bzImage,\n" \
 	"     does not fit in guest memory), nothing started\n"                     \
 	"  4  guest reset, rebooted or panicked\n"                                  \
 	"  5  guest finished normally with a non-zero status (printed on stderr)\n" \

@@ -2,7 +2,8 @@
 #   guest-kernel  build/guest/bzImage         kiln's minimal kernel (guest/build-kernel.sh, cached)
 #   stock-kernel  build/guest/vmlinuz-stock   Debian's stock kernel (guest/stock-kernel.sh, cached)
 #   initramfs     build/guest/initramfs.cpio.gz  busybox + guest/test-init as /init + kiln-exit
-#   guest         all three
+#   testroot      build/guest/testroot.ext4  the initramfs tree as an ext4 root disk
+#   guest         all of them
 # Guest payloads are static guest binaries: they get their own flags, not the host hardening ones.
 
 G := $(B)/guest
@@ -10,8 +11,9 @@ GUEST_CC     ?= gcc
 GUEST_CFLAGS := -static -O2 -Wall -Wextra -Werror
 BUSYBOX      ?= /bin/busybox
 
-.PHONY: stock-kernel
-guest: guest-kernel stock-kernel initramfs
+.PHONY: stock-kernel testroot
+guest: guest-kernel stock-kernel initramfs testroot
+testroot: $(G)/testroot.ext4
 guest-kernel: $(G)/bzImage
 stock-kernel: $(G)/vmlinuz-stock
 initramfs: $(G)/initramfs.cpio.gz
@@ -40,3 +42,9 @@ $(G)/initramfs.cpio.gz: guest/test-init $(G)/kiln-exit $(BUSYBOX) guest/guest.mk
 	cd $(G)/initramfs.d && find . -mindepth 1 | LC_ALL=C sort | \
 	  cpio --quiet -o -H newc -R 0:0 --reproducible | gzip -9n > ../initramfs.cpio.gz.tmp
 	mv $@.tmp $@
+
+# The test initramfs tree as an ext4 image (mke2fs -d, no root needed): the root disk of the
+# virtio-blk e2e tests (root=/dev/vda ro init=/init).
+$(G)/testroot.ext4: $(G)/initramfs.cpio.gz
+	@rm -f $@
+	mke2fs -q -t ext4 -L kiln-test -d $(G)/initramfs.d $@ 24M

@@ -15,6 +15,9 @@
 
 #include "boot.h"
 #include "console.h"
+#include "devices/blk.h"
+#include "vdev.h"
+#include "vsock_host.h"
 #include "evloop.h"
 #include "exitcodes.h"
 #include "mptable.h"
@@ -23,10 +26,16 @@
 
 #define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
+#define MAX_DISKS 8
+
 struct opts {
 	const char *kernel, *initrd, *cmdline;
 	uint64_t mem_mib;
 	unsigned int vcpus;
+	struct blk_opts disk[MAX_DISKS];
+	unsigned int ndisks;
+	struct vsock_opts vsock;
+	int has_vsock;
 };
 
 static void usage(FILE *f)
@@ -42,21 +51,30 @@ static void usage(FILE *f)
 		"                   default \"" DEFAULT_CMDLINE "\")\n"
 		"  --mem MIB        guest memory in MiB, %llu..%llu (default 128)\n"
 		"  --vcpus N        number of vCPUs, 1..%d (default 1)\n"
+		"  --disk PATH[,ro][,id=SERIAL]\n"
+		"                   virtio-blk disk over a raw image (up to %d; the first is\n"
+		"                   /dev/vda); ro: read-only; SERIAL: up to 20 characters\n"
+		"  --vsock cid=N,uds=PATH[,max_conns=N]\n"
+		"                   virtio-vsock, guest CID N (>= 3), host side on the Unix\n"
+		"                   socket PATH (Firecracker protocol: CONNECT <port>; guest\n"
+		"                   connections to host port P go to PATH_P)\n"
 		"  --help           this text\n\n"
 		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
 		"(kiln-init does it), by resetting (reboot=k), or by a triple fault.\n\n" KILN_EXIT_HELP,
-		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, EXIT_PORT);
+		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, MAX_DISKS, EXIT_PORT);
 }
 
 static void parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_HELP };
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HELP };
 	static const struct option lopts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
 		{ "cmdline", required_argument, NULL, O_CMDLINE },
 		{ "mem", required_argument, NULL, O_MEM },
 		{ "vcpus", required_argument, NULL, O_VCPUS },
+		{ "disk", required_argument, NULL, O_DISK },
+		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -84,6 +102,23 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 				kiln_die(KILN_EXIT_USAGE, "--vcpus '%s': need a number in 1..%d", optarg,
 					 VM_MAX_VCPUS);
 			o->vcpus = (unsigned int)v;
+			break;
+		case O_DISK:
+			if (o->ndisks >= MAX_DISKS)
+				kiln_die(KILN_EXIT_USAGE, "--disk: at most %d disks", MAX_DISKS);
+			if (blk_parse_opts(optarg, &o->disk[o->ndisks]) < 0)
+				kiln_die(KILN_EXIT_USAGE,
+					 "--disk '%s': need PATH[,ro][,id=SERIAL] (SERIAL 1..20 printable characters)",
+					 optarg);
+			o->ndisks++;
+			break;
+		case O_VSOCK:
+			if (o->has_vsock)
+				kiln_die(KILN_EXIT_USAGE, "--vsock given twice");
+			if (vsock_parse_opts(optarg, &o->vsock) < 0)
+				kiln_die(KILN_EXIT_USAGE,
+					 "--vsock '%s': need cid=N,uds=PATH[,max_conns=N] with N >= 3", optarg);
+			o->has_vsock = 1;
 			break;
 		case O_HELP:
 			usage(stdout);
@@ -141,118 +176,243 @@ static void on_stop(void *ctx, int fd, uint32_t ev)
 	evloop_stop(ctx);
 }
 
+/* Everything one kiln-vmm process runs. Large: static storage. */
+struct vmm {
+	struct opts o;
+	struct vm vm;
+	struct evloop loop;
+	struct console con;
+	struct blk_dev disk[MAX_DISKS];
+	int disk_fd[MAX_DISKS];
+	struct vsock_host vsock;
+	struct vdev vdev[VDEV_MAX];
+	unsigned int nvdev;
+	char cmdline[BOOT_CMDLINE_MAX + 1];
+};
+
+/* ---- devices: set up in table order, torn down in reverse --------------- */
+
+static int console_setup(struct vmm *m)
+{
+	int r = console_init(&m->con, &m->vm, &m->loop);
+	if (r == 0)
+		m->vm.serial = &m->con.serial;
+	return r;
+}
+
+static void console_teardown(struct vmm *m)
+{
+	m->vm.serial = NULL;
+	console_destroy(&m->con);
+}
+
+static int disks_setup(struct vmm *m)
+{
+	for (unsigned int i = 0; i < m->o.ndisks; i++) {
+		struct vdev *v = &m->vdev[m->nvdev];
+		const struct blk_opts *d = &m->o.disk[i];
+		int r = vdev_prepare(v, &m->vm, &m->loop, m->nvdev);
+		if (r < 0)
+			return r;
+		m->nvdev++;
+		r = blk_init(&m->disk[i], &m->vm.mem, m->disk_fd[i], d->ro, d->serial[0] ? d->serial : NULL,
+			     vdev_irq_raise, v);
+		if (r < 0)
+			return r;
+		r = vdev_attach(v, &m->disk[i].mmio, 1, m->cmdline, sizeof(m->cmdline));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void disks_teardown(struct vmm *m)
+{
+	for (unsigned int i = 0; i < m->o.ndisks; i++)
+		if (m->disk[i].mmio.ops)
+			blk_destroy(&m->disk[i]);
+}
+
+static int vsock_setup(struct vmm *m)
+{
+	if (!m->o.has_vsock)
+		return 0;
+	struct vdev *v = &m->vdev[m->nvdev];
+	int r = vdev_prepare(v, &m->vm, &m->loop, m->nvdev);
+	if (r < 0)
+		return r;
+	m->nvdev++;
+	r = vsock_host_init(&m->vsock, &m->loop, &m->vm.mem, m->o.vsock.cid, m->o.vsock.uds,
+			    m->o.vsock.max_conns, vdev_irq_raise, v);
+	if (r == -EADDRINUSE) {
+		kiln_warn("--vsock: %s already exists", m->o.vsock.uds);
+		return r;
+	}
+	if (r < 0)
+		return r;
+	return vdev_attach(v, vsock_host_mmio(&m->vsock), 3, m->cmdline, sizeof(m->cmdline));
+}
+
+static void vsock_teardown(struct vmm *m)
+{
+	if (m->o.has_vsock)
+		vsock_host_destroy(&m->vsock);
+}
+
+static const struct {
+	const char *name;
+	int (*setup)(struct vmm *m);
+	void (*teardown)(struct vmm *m);
+} devtab[] = {
+	{ "serial console", console_setup, console_teardown },
+	{ "virtio-blk", disks_setup, disks_teardown },
+	{ "virtio-vsock", vsock_setup, vsock_teardown },
+};
+
+/* Release everything: devices done (count) in reverse, their VM plumbing, the loop, the VM. */
+static void vmm_teardown(struct vmm *m, size_t devs_done)
+{
+	while (devs_done > 0)
+		devtab[--devs_done].teardown(m);
+	for (unsigned int i = 0; i < m->nvdev; i++)
+		vdev_release(&m->vdev[i]);
+	if (m->loop.h)
+		evloop_destroy(&m->loop);
+	vm_destroy(&m->vm);
+	for (unsigned int i = 0; i < m->o.ndisks; i++)
+		if (m->disk_fd[i] >= 0)
+			close(m->disk_fd[i]);
+}
+
 int main(int argc, char **argv)
 {
-	static struct vm vm;
-	static struct console con;
-	struct evloop loop;
-	struct opts o;
+	static struct vmm vmm;
+	struct vmm *m = &vmm;
+	struct opts *o = &m->o;
 	struct bzimage bz;
 	struct mem_layout layout;
 	char why[256];
 	uint64_t ksize, isize = 0, initrd_addr = 0;
+	size_t devs = 0;
 	int kfd, ifd = -1, r;
 
 	kiln_set_progname("kiln-vmm");
 	signal(SIGPIPE, SIG_IGN);
-	parse_opts(argc, argv, &o);
+	parse_opts(argc, argv, o);
 
 	/* 1. Check every input before any KVM object exists. */
-	uint64_t mem_bytes = o.mem_mib << 20;
-	kfd = open_image("kernel", o.kernel, &ksize);
+	uint64_t mem_bytes = o->mem_mib << 20;
+	kfd = open_image("kernel", o->kernel, &ksize);
 	if (ksize > mem_bytes)
 		kiln_die(KILN_EXIT_BAD_IMAGE, "kernel %s (%llu bytes) is larger than guest memory (%llu MiB)",
-			 o.kernel, (unsigned long long)ksize, (unsigned long long)o.mem_mib);
+			 o->kernel, (unsigned long long)ksize, (unsigned long long)o->mem_mib);
 	uint8_t *kimg = ksize ? mmap(NULL, ksize, PROT_READ, MAP_PRIVATE, kfd, 0) : MAP_FAILED;
 	if (kimg == MAP_FAILED)
-		kiln_die(KILN_EXIT_BAD_IMAGE, "cannot read kernel %s: %s", o.kernel,
+		kiln_die(KILN_EXIT_BAD_IMAGE, "cannot read kernel %s: %s", o->kernel,
 			 ksize ? strerror(errno) : "empty file");
 	if (bzimage_parse(kimg, ksize, &bz, why, sizeof(why)) < 0)
-		kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o.kernel, why);
+		kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o->kernel, why);
 	mem_layout_for(mem_bytes, &layout);
 	if (bz.mem_end > layout.low_size)
 		kiln_die(KILN_EXIT_BAD_IMAGE,
 			 "kernel %s needs memory up to 0x%llx to boot, more than the %llu MiB given",
-			 o.kernel, (unsigned long long)bz.mem_end, (unsigned long long)o.mem_mib);
-	if (strlen(o.cmdline) > bz.cmdline_max)
-		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, kernel %s accepts at most %u",
-			 strlen(o.cmdline), o.kernel, bz.cmdline_max);
-	if (o.initrd) {
-		ifd = open_image("initrd", o.initrd, &isize);
+			 o->kernel, (unsigned long long)bz.mem_end, (unsigned long long)o->mem_mib);
+	if (o->initrd) {
+		ifd = open_image("initrd", o->initrd, &isize);
 		if (isize > mem_bytes)
 			kiln_die(KILN_EXIT_BAD_IMAGE, "initrd %s (%llu bytes) is larger than guest memory (%llu MiB)",
-				 o.initrd, (unsigned long long)isize, (unsigned long long)o.mem_mib);
+				 o->initrd, (unsigned long long)isize, (unsigned long long)o->mem_mib);
 		if (initrd_place(&bz, &layout, isize, &initrd_addr, why, sizeof(why)) < 0)
-			kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o.initrd, why);
+			kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o->initrd, why);
+	}
+	for (unsigned int i = 0; i < MAX_DISKS; i++)
+		m->disk_fd[i] = -1;
+	for (unsigned int i = 0; i < o->ndisks; i++) {
+		const struct blk_opts *d = &o->disk[i];
+		struct stat st;
+		m->disk_fd[i] = open(d->path, (d->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+		if (m->disk_fd[i] < 0)
+			kiln_die(KILN_EXIT_BAD_IMAGE, "cannot open disk %s: %s", d->path, strerror(errno));
+		if (fstat(m->disk_fd[i], &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+			kiln_die(KILN_EXIT_BAD_IMAGE, "disk %s is not a regular file or block device", d->path);
+	}
+	if (strlen(o->cmdline) > bz.cmdline_max)
+		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, kernel %s accepts at most %u",
+			 strlen(o->cmdline), o->kernel, bz.cmdline_max);
+	snprintf(m->cmdline, sizeof(m->cmdline), "%s", o->cmdline);
+
+	/* 2. The VM and its event loop. */
+	if (vm_create(&m->vm, mem_bytes, o->vcpus) < 0)
+		goto fail;
+	if ((r = evloop_init(&m->loop)) < 0 ||
+	    (r = evloop_add(&m->loop, m->vm.stop_efd, EPOLLIN, on_stop, &m->loop)) < 0) {
+		kiln_warn_errno(-r, "event loop");
+		goto fail;
 	}
 
-	/* 2. The VM, its memory and the boot state. */
-	if (vm_create(&vm, mem_bytes, o.vcpus) < 0) {
-		vm_destroy(&vm);
-		return KILN_EXIT_VMM_ERROR;
+	/* 3. Devices, in table order; each virtio device adds itself to the command line. */
+	for (devs = 0; devs < ARRAY_SIZE(devtab); devs++) {
+		if ((r = devtab[devs].setup(m)) < 0) {
+			if (r == -ENOSPC)
+				kiln_warn("%s: the kernel command line has no room left for the device", devtab[devs].name);
+			else
+				kiln_warn_errno(-r, "%s", devtab[devs].name);
+			devs++; /* its teardown copes with a partial set-up */
+			goto fail;
+		}
 	}
-	r = boot_write(&vm.mem, &layout, &bz, kimg, o.cmdline, initrd_addr, isize);
+	if (strlen(m->cmdline) > bz.cmdline_max) {
+		kiln_warn("the command line with the devices is %zu bytes, kernel %s accepts at most %u",
+			  strlen(m->cmdline), o->kernel, bz.cmdline_max);
+		vmm_teardown(m, devs);
+		return KILN_EXIT_USAGE;
+	}
+
+	/* 4. Boot state in guest memory, then the vCPUs. */
+	r = boot_write(&m->vm.mem, &layout, &bz, kimg, m->cmdline, initrd_addr, isize);
 	if (r == 0 && ifd >= 0) {
-		uint8_t *dst = gmem_ptr(&vm.mem, initrd_addr, isize);
+		uint8_t *dst = gmem_ptr(&m->vm.mem, initrd_addr, isize);
 		r = dst ? read_all(ifd, dst, isize) : -EFAULT;
-		if (r < 0)
-			kiln_die(KILN_EXIT_BAD_IMAGE, "cannot read initrd %s: %s", o.initrd, strerror(-r));
+		if (r < 0) {
+			kiln_warn("cannot read initrd %s: %s", o->initrd, strerror(-r));
+			vmm_teardown(m, devs);
+			return KILN_EXIT_BAD_IMAGE;
+		}
 	}
 	if (r == 0) {
 		uint8_t mp[1024];
-		int n = mptable_build(mp, sizeof(mp), (uint32_t)BOOT_MPTABLE_ADDR, o.vcpus);
-		r = n < 0 ? n : gmem_write(&vm.mem, BOOT_MPTABLE_ADDR, mp, (uint64_t)n);
+		int n = mptable_build(mp, sizeof(mp), (uint32_t)BOOT_MPTABLE_ADDR, o->vcpus);
+		r = n < 0 ? n : gmem_write(&m->vm.mem, BOOT_MPTABLE_ADDR, mp, (uint64_t)n);
 	}
 	if (r == 0)
-		r = x86_write_boot_tables(&vm.mem);
+		r = x86_write_boot_tables(&m->vm.mem);
 	munmap(kimg, ksize);
 	close(kfd);
 	if (ifd >= 0)
 		close(ifd);
 	if (r < 0) {
 		kiln_warn_errno(-r, "cannot write the boot state into guest memory");
-		vm_destroy(&vm);
-		return KILN_EXIT_VMM_ERROR;
+		goto fail;
 	}
-	if (vm_create_vcpus(&vm, bz.entry) < 0) {
-		vm_destroy(&vm);
-		return KILN_EXIT_VMM_ERROR;
-	}
+	if (vm_create_vcpus(&m->vm, bz.entry) < 0)
+		goto fail;
 
-	/* 3. The event loop and the devices, in order: the serial console. */
-	if ((r = evloop_init(&loop)) < 0) {
+	/* 5. Run until the guest or an error stops the VM. */
+	if (vm_start(&m->vm) == 0 && (r = evloop_run(&m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
-		vm_destroy(&vm);
-		return KILN_EXIT_VMM_ERROR;
+		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	}
-	if ((r = evloop_add(&loop, vm.stop_efd, EPOLLIN, on_stop, &loop)) < 0 ||
-	    (r = console_init(&con, &vm, &loop)) < 0) {
-		kiln_warn_errno(-r, "serial console");
-		console_destroy(&con);
-		evloop_destroy(&loop);
-		vm_destroy(&vm);
-		return KILN_EXIT_VMM_ERROR;
-	}
-	vm.serial = &con.serial;
+	vm_join(&m->vm);
+	console_final_flush(&m->con);
 
-	/* 4. Run until the guest or an error stops the VM. */
-	if (vm_start(&vm) == 0 && (r = evloop_run(&loop)) < 0) {
-		kiln_warn_errno(-r, "event loop");
-		vm_request_stop(&vm, VM_STOP_ERROR, 0);
-	}
-	vm_join(&vm);
-	console_final_flush(&con);
-
-	int why_stop = atomic_load(&vm.stop_reason), status = atomic_load(&vm.exit_status);
-	uint64_t dropped = serial_out_dropped(&con.serial);
+	int why_stop = atomic_load(&m->vm.stop_reason), status = atomic_load(&m->vm.exit_status);
+	uint64_t dropped = serial_out_dropped(&m->con.serial);
 	if (dropped)
 		kiln_warn("guest console output: %llu bytes dropped (stdout too slow)",
 			  (unsigned long long)dropped);
-	if (atomic_load(&con.irq_errors))
-		kiln_warn("serial interrupt injection failed %u times", atomic_load(&con.irq_errors));
-	console_destroy(&con);
-	evloop_destroy(&loop);
-	vm_destroy(&vm);
+	if (atomic_load(&m->con.irq_errors))
+		kiln_warn("serial interrupt injection failed %u times", atomic_load(&m->con.irq_errors));
+	vmm_teardown(m, devs);
 	switch (why_stop) {
 	case VM_STOP_EXIT:
 		if (status == 0)
@@ -268,4 +428,8 @@ int main(int argc, char **argv)
 	default:
 		return KILN_EXIT_VMM_ERROR;
 	}
+
+fail:
+	vmm_teardown(m, devs);
+	return KILN_EXIT_VMM_ERROR;
 }
