@@ -50,6 +50,7 @@ $B mount --rbind /dev /host/dev; $B mount -t proc proc /host/proc; $B mount -t s
 $B mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null || echo "kvmhost: no cgroup2"
 for d in /tmp /run /var/tmp /root; do $B mount -t tmpfs tmpfs /host$d; done
 $B mount -t devpts devpts /host/dev/pts 2>/dev/null; $B mount -t tmpfs shm /host/dev/shm 2>/dev/null
+$B mkdir -p /host$W 2>/dev/null  # under /tmp or /run: on the tmpfs just mounted
 $B mount -t 9p -o $o work /host$W || echo "kvmhost: mounting $W failed"
 echo kvmhost-start
 $B chroot /host /bin/bash -c 'cd "$0" && export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root KILN_IN_KVMHOST=1 && bash ".kvmhost-$1.cmd" </dev/null; rc=$?; echo $rc > ".kvmhost-$1.rc"; echo "kvmhost-exit=$rc"' "$W" "$ID"
