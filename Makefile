@@ -75,6 +75,11 @@ include guest/guest.mk
 include tests/tests.mk
 include bench/bench.mk
 
+demo:
+	@tests/deps.sh
+	@$(MAKE) --no-print-directory all guest-kernel initramfs
+	@tests/demo.sh
+
 deps:
 	@tests/deps.sh
 
