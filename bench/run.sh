@@ -13,7 +13,8 @@
 # tests/kvmhost.sh: absolute times there are meaningless, only the ratios are figures.
 # Table on stdout; raw numbers in build/bench/results.txt, per-run guest output in build/bench/.
 # Env: KILN_BENCH_HOST=direct|kvmhost, KILN_BENCH_RUNS, KILN_BENCH_MEM_RUNS, KILN_BENCH_HOLD_S,
-#      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_KVMHOST_TIMEOUT.
+#      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_BENCH_BLK_RUNS,
+#      KILN_BENCH_BLK_S (see bench/blk.sh), KILN_KVMHOST_TIMEOUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,9 +44,9 @@ case $host in
 direct) ;;
 kvmhost)
   echo "bench: /dev/kvm cannot run guests here; re-running inside tests/kvmhost.sh (only ratios mean anything there)"
-  exec tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -- env KILN_BENCH_HOST=direct \
-    KILN_BENCH_RUNS="$RUNS" KILN_BENCH_MEM_RUNS="$MEM_RUNS" KILN_BENCH_HOLD_S="$HOLD_S" \
-    KILN_BENCH_MEM="$MEM" KILN_BENCH_BLK_MB="$BLK_MB" bench/run.sh ;;
+  # the emulated host starts with a clean environment: pass the KILN_BENCH_* knobs on
+  exec tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -- env $(env | grep '^KILN_BENCH_[A-Z_]*=[^[:space:]]*$') \
+    KILN_BENCH_HOST=direct bench/run.sh ;;
 *) echo "bench: KILN_BENCH_HOST must be direct or kvmhost" >&2; exit 2 ;;
 esac
 
@@ -60,9 +61,9 @@ log() { echo "bench: $*"; }
 # ---- launchers: kiln NAME KERNEL-ARGS [VMM-ARGS...] / qemu NAME KERNEL-ARGS [QEMU-ARGS...]
 # Run in the foreground with stdin from /dev/null, all output to $OUT/NAME.out. With BG=1 they
 # run in the background and set PID.
-QEMU_BASE=(qemu-system-x86_64 -M microvm,accel=kvm -cpu host -m "$MEM" -smp 1 -nodefaults
-  -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" -initrd "$INITRD"
-  -device isa-debug-exit,iobase=0xf4,iosize=1)
+# QEMU's machine: as given; bench/blk.sh adds acpi=off (only then does microvm announce its
+# virtio-mmio devices on the kernel command line, which is how kiln's guest kernel finds them).
+QEMU_M=microvm,accel=kvm
 BG=0 PID=
 launch() {
   local name=$1; shift
@@ -73,7 +74,9 @@ kiln() { local n=$1 a=$2; shift 2
   launch "$n" "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE $a" \
     --mem "$MEM" --vcpus 1 "$@"; }
 qemu() { local n=$1 a=$2; shift 2
-  launch "$n" "${QEMU_BASE[@]}" -append "$CMDLINE $a" "$@"; }
+  launch "$n" qemu-system-x86_64 -M "$QEMU_M" -cpu host -m "$MEM" -smp 1 -nodefaults \
+    -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" -initrd "$INITRD" \
+    -device isa-debug-exit,iobase=0xf4,iosize=1 -append "$CMDLINE $a" "$@"; }
 # Normal finish: kiln-vmm exits 0; QEMU's isa-debug-exit exits (status << 1) | 1 = 1.
 ok_rc() { [ "$1" = kiln ] && [ "$2" = 0 ] || { [ "$1" = qemu ] && [ "$2" = 1 ]; }; }
 # fail_note VMM NAME RC: one line on why a run does not count
@@ -87,6 +90,9 @@ median() { [ $# -gt 0 ] || return 0; printf '%s\n' "$@" | sort -g | awk '{ v[NR]
   END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
 now() { echo "${EPOCHREALTIME/,/.}"; }
+# met X GOAL le|ge: "yes" if X <= GOAL (le) or X >= GOAL (ge), "NO" if not, "n/a" without X
+met() { [ -n "$1" ] && awk -v x="$1" -v g="$2" -v d="$3" 'BEGIN {
+  print ((d == "le" ? x <= g : x >= g) ? "yes" : "NO") }' || echo n/a; }
 
 # ---- 1. boot to /init and exit -----------------------------------------------------------
 # time_boot VMM NAME: one timed run; prints seconds if it counts, else nothing
@@ -160,17 +166,18 @@ mem_run() {
   kill -KILL "$pid" 2>/dev/null
   wait "$pid"; rc=$?
   if ok_rc "$v" "$rc" && [ -n "$best" ]; then
-    echo "$best"; raw "mem $v $n top_other_kb: $top"
+    echo "$best $(tr -d '\r' < "$OUT/$n.out" | sed -n 's/^KILN-HOLD uptime=\([0-9.]*\).*/\1/p' | head -1)"
+    raw "mem $v $n top_other_kb: $top"
   else fail_note "$v" "$n" "$rc" >&2; fi
 }
-mem_kiln_other=() mem_kiln_total=() mem_qemu_other=() mem_qemu_total=() mem_qemu_nguest=0
+mem_kiln_other=() mem_kiln_total=() mem_qemu_other=() mem_qemu_total=() up_kiln=() up_qemu=()
 for i in $(seq 1 "$MEM_RUNS"); do
   for v in kiln qemu; do
     s=$(mem_run "$v" "mem-$v-$i")
     if [ -z "$s" ]; then raw "mem $v run=$i ok=0"; continue; fi
     set -- $s
-    raw "mem $v run=$i ok=1 total_kb=$1 guest_kb=$2 other_kb=$3 guest_mappings=$4"
-    eval "mem_${v}_total+=($1)"
+    raw "mem $v run=$i ok=1 total_kb=$1 guest_kb=$2 other_kb=$3 guest_mappings=$4 uptime_at_init_s=${5:-na}"
+    eval "mem_${v}_total+=($1)"; [ -z "${5:-}" ] || eval "up_${v}+=($5)"
     if [ "$4" -ge 1 ]; then eval "mem_${v}_other+=($3)"
     else log "$v: no anonymous ${MEM} MiB mapping found in smaps: overhead not separable"; fi
   done
@@ -181,11 +188,13 @@ mko=$(mib "$(median "${mem_kiln_other[@]}")") mqo=$(mib "$(median "${mem_qemu_ot
 mkt=$(mib "$(median "${mem_kiln_total[@]}")") mqt=$(mib "$(median "${mem_qemu_total[@]}")")
 raw "mem kiln median_other_mib=${mko:-na} median_total_mib=${mkt:-na}"
 raw "mem qemu median_other_mib=${mqo:-na} median_total_mib=${mqt:-na}"
+uk=$(median "${up_kiln[@]}") uq=$(median "${up_qemu[@]}") ur=$(ratio "$uk" "$uq")
+raw "uptime_at_init kiln median_s=${uk:-na} qemu median_s=${uq:-na} ratio=${ur:-na}"
 
 # ---- 3. blk (hook: runs once kiln-vmm has --disk) ------------------------------------------
 blk_rows=()
 if "$VMM" --help 2>&1 | grep -q -- '--disk'; then
-  if [ -f bench/blk.sh ]; then . bench/blk.sh; else log "blk: kiln-vmm has --disk but bench/blk.sh is missing"; fi
+  . bench/blk.sh
 else
   log "blk: skipped (kiln-vmm has no --disk yet)"; raw "blk skipped: kiln-vmm has no --disk"
 fi
@@ -195,8 +204,6 @@ if "$VMM" --help 2>&1 | grep -q -- '--vsock' && [ -f bench/vsock.sh ]; then . be
 else raw "vsock skipped: no bench/vsock.sh yet"; fi
 
 # ---- table ---------------------------------------------------------------------------------
-met() { [ -n "$1" ] && awk -v x="$1" -v g="$2" -v d="$3" 'BEGIN {
-  print ((d == "le" ? x <= g : x >= g) ? "yes" : "NO") }' || echo n/a; }
 row() { printf '%-38s %12s %14s %7s %9s %5s\n' "$@"; }
 echo
 [ -z "${KILN_IN_KVMHOST:-}" ] || echo "(inside the emulated host: absolute times are meaningless, compare the ratios)"
@@ -205,6 +212,7 @@ row "boot->init->exit, median s (ok/$RUNS)" "${bk:-fail} (${#boot_kiln[@]})" "${
   "${br:-n/a}" "<= 0.50" "$(met "$br" 0.5 le)"
 row "VMM RSS beyond guest RAM, MiB" "${mko:-n/a}" "${mqo:-n/a}" "$(ratio "$mko" "$mqo")" "<= 1.00" "$(met "$mko" 1 le)"
 row "VMM total RSS while guest idles, MiB" "${mkt:-n/a}" "${mqt:-n/a}" "$(ratio "$mkt" "$mqt")" "-" "-"
-for r in "${blk_rows[@]}"; do eval "row $r"; done
+row "guest uptime at /init, median s" "${uk:-n/a}" "${uq:-n/a}" "${ur:-n/a}" "-" "-"
+for r in "${blk_rows[@]}"; do IFS='|' read -r a b c d e f <<< "$r"; row "$a" "$b" "$c" "$d" "$e" "$f"; done
 echo "raw figures: $RES"
 [ "${#boot_kiln[@]}" = "$RUNS" ] && [ "${#boot_qemu[@]}" = "$RUNS" ] && [ -n "$mko" ]
