@@ -48,3 +48,22 @@ $(G)/initramfs.cpio.gz: guest/test-init $(G)/kiln-exit $(BUSYBOX) guest/guest.mk
 $(G)/testroot.ext4: $(G)/initramfs.cpio.gz
 	@rm -f $@
 	mke2fs -q -t ext4 -L kiln-test -d $(G)/initramfs.d $@ 24M
+
+# ---- kiln-init and the root images -------------------------------------------------------
+#   guest-image         build/guest/rootfs.ext4         busybox + kiln-init as /sbin/init, read-only root
+#   guest-image-python  build/guest/rootfs-python.ext4  the same plus the host's python3.11
+# Boot with --disk IMAGE,ro and the command line "root=/dev/vda ro init=/sbin/init".
+.PHONY: guest-image guest-image-python
+guest-image: $(G)/rootfs.ext4
+guest-image-python: $(G)/rootfs-python.ext4
+
+KILN_INIT_CFLAGS := $(GUEST_CFLAGS) -std=gnu11 -D_GNU_SOURCE -Wshadow -Wformat=2 -Icommon
+$(G)/kiln-init: guest/kiln-init.c common/agent_proto.c common/agent_proto.h common/util.h
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(KILN_INIT_CFLAGS) -o $@ guest/kiln-init.c common/agent_proto.c
+
+$(G)/rootfs.ext4: guest/mkimage.sh $(G)/kiln-init $(BUSYBOX)
+	BUSYBOX=$(BUSYBOX) guest/mkimage.sh $@ $(G)/kiln-init
+
+$(G)/rootfs-python.ext4: guest/mkimage.sh $(G)/kiln-init $(BUSYBOX)
+	BUSYBOX=$(BUSYBOX) guest/mkimage.sh $@ $(G)/kiln-init --python
