@@ -102,6 +102,8 @@ struct virtio_mmio_dev {
 	const struct gmem *mem;
 	void (*irq_raise)(void *ctx);
 	void *irq_ctx;
+	bool kicks_by_eventfd;      /* set by the VMM once every queue has an ioeventfd: MMIO
+				     * QueueNotify writes are then refused (counted), never served */
 
 	/* Transport state, under lock. */
 	pthread_mutex_t lock;

@@ -21,6 +21,7 @@
 #include "evloop.h"
 #include "exitcodes.h"
 #include "mptable.h"
+#include "seccomp.h"
 #include "vm.h"
 #include "x86_64.h"
 
@@ -58,6 +59,7 @@ static void usage(FILE *f)
 		"                   virtio-vsock, guest CID N (>= 3), host side on the Unix\n"
 		"                   socket PATH (Firecracker protocol: CONNECT <port>; guest\n"
 		"                   connections to host port P go to PATH_P)\n"
+		"  --print-policy   print the seccomp rules of each thread class and exit\n"
 		"  --help           this text\n\n"
 		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
 		"(kiln-init does it), by resetting (reboot=k), or by a triple fault.\n\n" KILN_EXIT_HELP,
@@ -66,7 +68,7 @@ static void usage(FILE *f)
 
 static void parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HELP };
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HELP, O_POLICY };
 	static const struct option lopts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -76,6 +78,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "disk", required_argument, NULL, O_DISK },
 		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "help", no_argument, NULL, O_HELP },
+		{ "print-policy", no_argument, NULL, O_POLICY },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -122,6 +125,9 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_HELP:
 			usage(stdout);
+			exit(KILN_EXIT_OK);
+		case O_POLICY:
+			seccomp_print_policy(stdout);
 			exit(KILN_EXIT_OK);
 		case ':':
 			kiln_die(KILN_EXIT_USAGE, "option %s needs a value (see --help)", argv[optind - 1]);
@@ -397,8 +403,12 @@ int main(int argc, char **argv)
 	if (vm_create_vcpus(&m->vm, bz.entry) < 0)
 		goto fail;
 
-	/* 5. Run until the guest or an error stops the VM. */
-	if (vm_start(&m->vm) == 0 && (r = evloop_run(&m->loop)) < 0) {
+	/* 5. Run until the guest or an error stops the VM. The vCPU threads exist now, so the main
+	 * thread's filter needs no clone; the vCPUs wait for it (even when vm_start failed). */
+	r = vm_start(&m->vm);
+	if (seccomp_install(SECCOMP_CLASS_LOOP) < 0)
+		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
+	else if (r == 0 && (r = evloop_run(&m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	}

@@ -98,6 +98,7 @@ int vdev_attach(struct vdev *v, struct virtio_mmio_dev *mmio, unsigned int nq, c
 		if ((r = evloop_add(v->loop, k->fd, EPOLLIN, on_kick, k)) < 0)
 			return r;
 	}
+	mmio->kicks_by_eventfd = nq == mmio->num_queues; /* vCPU threads never serve a queue */
 	return virtio_mmio_cmdline_append(cmdline, cap, v->base, v->irq);
 }
 

@@ -14,6 +14,7 @@
 
 #include "boot.h"
 #include "devices/serial.h"
+#include "seccomp.h"
 #include "x86_64.h"
 
 #define TSS_ADDR      0xfffbd000ULL
@@ -221,6 +222,8 @@ static void pio_access(struct vm *vm, uint16_t port, uint8_t *data, uint32_t len
 	}
 	if (port == EXIT_PORT) {
 		if (is_write)
+			seccomp_debug_trigger(data[0]); /* only in `make seccomp-trigger` builds */
+		if (is_write)
 			vm_request_stop(vm, VM_STOP_EXIT, data[0]);
 		else
 			memset(data, 0xff, len);
@@ -276,6 +279,11 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIG);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* Filtered before the first KVM_RUN; waits until the main thread is filtered too. */
+	if (seccomp_install(SECCOMP_CLASS_VCPU) < 0) {
+		vm_request_stop(vm, VM_STOP_ERROR, 0);
+		return NULL;
+	}
 
 	while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
 		if (ioctl(c->fd, KVM_RUN, 0) < 0) {
