@@ -13,7 +13,7 @@ BLK_INITRD=build/bench-guest/initramfs.cpio.gz
 
 blk_bench() {
   [ -f "$BLK_INITRD" ] || { log "blk: $BLK_INITRD missing (run: make bench)"; raw "blk skipped: no $BLK_INITRD"; return; }
-  local d img i v o rc line
+  local d img i v o rc line tail16
   d=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX") || return
   img=$d/disk.img
   dd if=/dev/zero of="$img" bs=1M count="$BLK_MB" status=none || { rm -rf "$d"; return; }
@@ -23,11 +23,16 @@ blk_bench() {
   for i in $(seq 1 "$BLK_RUNS"); do
     if [ $((i % 2)) = 1 ]; then o="kiln qemu"; else o="qemu kiln"; fi
     for v in $o; do
+      # zeros before each run; afterwards the last 16 bytes must be the guest's 0xa5 pattern
+      dd if=/dev/zero of="$img" bs=1M count="$BLK_MB" conv=notrunc status=none
       if [ "$v" = kiln ]; then kiln "blk-kiln-$i" "$args" --disk "$img"
       else qemu "blk-qemu-$i" "$args" -drive "id=d0,file=$img,format=raw,if=none" \
         -device virtio-blk-device,drive=d0; fi
       rc=$?
       line=$(tr -d '\r' < "$OUT/blk-$v-$i.out" | grep -m1 '^KILN-BLK ')
+      tail16=$(od -An -tx1 -j $((BLK_MB * 1048576 - 16)) -N 16 "$img" | tr -d ' \n')
+      [ -z "$line" ] || [ "$tail16" = a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5 ] || {
+        log "blk $v run $i: the guest's writes are not in the image (last bytes $tail16)"; line=; }
       if ok_rc "$v" "$rc" && [ -n "$line" ]; then
         raw "blk $v run=$i ok=1 ${line#KILN-BLK }"
         set -- $(echo "$line" | sed 's/[a-z_]*=//g; s/^KILN-BLK //')
