@@ -1,7 +1,7 @@
 # guest/guest.mk: guest artifacts for the end-to-end tests (included by the top Makefile).
 #   guest-kernel  build/guest/bzImage         kiln's minimal kernel (guest/build-kernel.sh, cached)
 #   stock-kernel  build/guest/vmlinuz-stock   Debian's stock kernel (guest/stock-kernel.sh, cached)
-#   initramfs     build/guest/initramfs.cpio.gz  busybox + guest/test-init as /init + kiln-exit
+#   initramfs     build/guest/initramfs.cpio.gz  busybox + guest/test-init as /init + kiln-exit, kiln-vsock
 #   testroot      build/guest/testroot.ext4  the initramfs tree as an ext4 root disk
 #   guest         all of them
 # Guest payloads are static guest binaries: they get their own flags, not the host hardening ones.
@@ -28,9 +28,17 @@ $(G)/kiln-exit: guest/kiln-exit.c
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -o $@ $<
 
+$(G)/kiln-vsock: guest/kiln-vsock.c
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -o $@ $<
+
 # Built without root: a staged tree archived as newc with every file owned by 0:0.
 # No device nodes: the kernel mounts devtmpfs (CONFIG_DEVTMPFS_MOUNT) and /init mounts it too.
-$(G)/initramfs.cpio.gz: guest/test-init $(G)/kiln-exit $(BUSYBOX) guest/guest.mk
+$(G)/vq-attack: guest/vq-attack.c
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -o $@ $<
+
+$(G)/initramfs.cpio.gz: guest/test-init $(G)/kiln-exit $(G)/kiln-vsock $(G)/vq-attack $(BUSYBOX) guest/guest.mk
 	@rm -rf $(G)/initramfs.d && mkdir -p $(G)/initramfs.d
 	@cd $(G)/initramfs.d && mkdir -p bin sbin usr/bin usr/sbin proc sys dev tmp run etc root
 	cp $(BUSYBOX) $(G)/initramfs.d/bin/busybox
@@ -38,7 +46,9 @@ $(G)/initramfs.cpio.gz: guest/test-init $(G)/kiln-exit $(BUSYBOX) guest/guest.mk
 	  [ -e "$$a" ] || ln -s /bin/busybox "$$a"; done
 	cp guest/test-init $(G)/initramfs.d/init
 	cp $(G)/kiln-exit $(G)/initramfs.d/sbin/kiln-exit
-	chmod 0755 $(G)/initramfs.d/init $(G)/initramfs.d/sbin/kiln-exit
+	cp $(G)/kiln-vsock $(G)/initramfs.d/sbin/kiln-vsock
+	cp $(G)/vq-attack $(G)/initramfs.d/sbin/vq-attack
+	chmod 0755 $(G)/initramfs.d/init $(G)/initramfs.d/sbin/kiln-exit $(G)/initramfs.d/sbin/kiln-vsock
 	cd $(G)/initramfs.d && find . -mindepth 1 | LC_ALL=C sort | \
 	  cpio --quiet -o -H newc -R 0:0 --reproducible | gzip -9n > ../initramfs.cpio.gz.tmp
 	mv $@.tmp $@
