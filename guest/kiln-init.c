@@ -35,8 +35,9 @@
  *  2. listens on vsock port KA_PORT and serves one control connection at a time (others get
  *     ERROR busy): PUT/GET files under /work, EXEC one command, stream its stdin/stdout/stderr,
  *     report EXIT;
- *  3. on BYE (or the host closing after EXIT): kills what is left, syncs, and writes status 0 to
- *     the exit port; a setup failure writes status 1 instead.
+ *  3. on BYE: kills what is left, syncs, and writes status 0 to the exit port (a setup failure
+ *     writes status 1 instead). A connection that closes without BYE only ends its session:
+ *     its command and everything else are killed and the next connection is served.
  * A malformed frame gets ERROR (KA_ERR_PROTO), the connection is closed, any running command is
  * killed, and the agent waits for the next connection: it never exits (PID 1 must not).
  */
@@ -512,6 +513,12 @@ static int walk_parent(const struct ka_str *path, bool create, char *name)
 		nfd = openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (nfd < 0) {
 			int err = errno;
+			struct stat st;
+
+			/* O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR: name the real cause. */
+			if (err == ENOTDIR && fstatat(dfd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(st.st_mode))
+				err = ELOOP;
 			close(dfd);
 			return -err;
 		}
@@ -525,7 +532,7 @@ static int walk_parent(const struct ka_str *path, bool create, char *name)
 
 static uint32_t path_err_code(int err)
 {
-	return err == ELOOP || err == ENOTDIR ? KA_ERR_PATH : KA_ERR_IO;
+	return err == ELOOP ? KA_ERR_PATH : KA_ERR_IO;
 }
 
 static const char *path_err_text(int err)
@@ -1117,7 +1124,7 @@ static enum outcome session(int sock)
 	/* Let a final ERROR reach the host before the close (bounded: nonblocking). */
 	out_flush(s);
 	kill_all(s);
-	if (s->bye || (s->closed && !s->failed && s->st == S_DONE)) {
+	if (s->bye) {
 		close(sock);
 		return SESSION_FINISH;
 	}

@@ -53,3 +53,10 @@ check:
 	  else echo "check: guest artifacts failed"; fail=$$((fail + 1)); fi; \
 	else echo "check: build failed"; fail=$$((fail + 1)); fi; \
 	echo "$$pass passed, $$fail failed"; [ $$fail = 0 ]
+
+# Host-side test client of the guest agent (tests/e2e/agent.bats); shares common/agent_proto.c.
+AGENT_CLIENT_SRCS := tests/e2e/helpers/agent-client.c common/agent_proto.c common/util.c
+$(B)/agent-client: $(AGENT_CLIENT_SRCS) common/agent_proto.h common/util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(HARDEN) $(INC) $(CFLAGS) $(LDHARDEN) -o $@ $(AGENT_CLIENT_SRCS)
+e2e: $(B)/agent-client guest-image guest-image-python
