@@ -377,6 +377,23 @@ static void test_notify_gating(void **state)
 	assert_int_equal(t->d.stats.bad_notify, 5);
 }
 
+/* With ioeventfds serving every queue (kiln-vmm), an MMIO QueueNotify reaching the transport on
+ * a vCPU thread is refused and counted: the device never runs there. */
+static void test_notify_mmio_refused_with_eventfds(void **state)
+{
+	struct ctx *t = *state;
+	t->d.kicks_by_eventfd = true;
+	to_features_ok(t, 1ull << VIRTIO_F_VERSION_1);
+	setup_queue(t, 0, QMAX, FG_DESC, FG_AVAIL, FG_USED);
+	assert_int_equal(wr(t, VIRTIO_MMIO_STATUS, 0xf), 0);
+	assert_int_equal(wr(t, VIRTIO_MMIO_QUEUE_NOTIFY, 0), 0);
+	assert_int_equal(wr(t, VIRTIO_MMIO_QUEUE_NOTIFY, 7), 0);
+	assert_int_equal(t->notifies, 0);
+	assert_int_equal(t->d.stats.bad_notify, 2);
+	virtio_mmio_notify(&t->d, 0); /* the event loop's path still works */
+	assert_int_equal(t->notifies, 1);
+}
+
 static void test_reset_clears_everything(void **state)
 {
 	struct ctx *t = *state;
@@ -498,6 +515,7 @@ int main(void)
 		T(test_queue_locked_after_driver_ok),
 		T(test_queue_locked_while_ready),
 		T(test_notify_gating),
+		T(test_notify_mmio_refused_with_eventfds),
 		T(test_reset_clears_everything),
 		T(test_interrupts),
 		T(test_needs_reset),
