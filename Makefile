@@ -22,13 +22,14 @@ SAN_LDFLAGS := -fsanitize=address,undefined
 # Library code: everything but the programs' main files.
 LIB_SRCS   := $(wildcard common/*.c) $(wildcard devices/*.c) $(filter-out vmm/main.c,$(wildcard vmm/*.c))
 LIB_SRCS   += $(filter-out jailer/main.c,$(wildcard jailer/*.c))
+LIB_SRCS   += $(filter-out runner/main.c,$(wildcard runner/*.c))
 VMM_MAIN   := vmm/main.c
 LIB_OBJS   := $(LIB_SRCS:%.c=$(B)/%.o)
 SAN_OBJS   := $(LIB_SRCS:%.c=$(A)/%.o)
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(A)/tests/%)
 
-PROGS := $(B)/kiln-vmm $(B)/kiln-jailer
+PROGS := $(B)/kiln-vmm $(B)/kiln-jailer $(B)/kiln
 # seccomp policy tables (policy/) and the debug-only trigger build (see below)
 POL_SRCS := policy/policy.c policy/loop.c policy/vcpu.c
 POL_OBJS := $(POL_SRCS:%.c=$(B)/%.o)
@@ -93,6 +94,10 @@ $(B)/tests/test_seccomp: tests/seccomp/test_seccomp.c $(B)/vmm/seccomp.o $(POL_O
 # Only its own objects: the jailer builds even while other modules are broken.
 $(B)/kiln-jailer: $(patsubst %.c,$(B)/%.o,$(wildcard jailer/*.c) common/util.c)
 	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lcap-ng
+
+# kiln (the runner): an ordinary hardened PIE; it runs on the host, never inside a jail.
+$(B)/kiln: $(B)/runner/main.o $(B)/libkiln.a
+	$(CC) $(LDHARDEN) -o $@ $^
 
 $(B)/jail-probe: tests/e2e/helpers/jail-probe.c
 	@mkdir -p $(dir $@)

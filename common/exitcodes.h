@@ -30,4 +30,27 @@ enum kiln_exit {
 	"  6  guest fault: the vCPU entered a state KVM cannot run\n"                \
 	"  7  kiln-jailer: jail setup failed (everything it created was removed)\n"
 
+/*
+ * Exit statuses of `kiln run`: the command's own status (0-255; 128+N when signal N killed it)
+ * is passed through; kiln's own outcomes use 120-124 (the result record tells them apart from a
+ * command that exits with the same number). Keep in step with the README and `kiln --help`.
+ */
+enum kiln_run_exit {
+	KILN_RUN_EXIT_USAGE = 120,   /* bad option or value; nothing was started */
+	KILN_RUN_EXIT_SETUP = 121,   /* setup-error: the sandbox could not be set up or started */
+	KILN_RUN_EXIT_SANDBOX = 122, /* guest-panic, vmm-crash, vmm-seccomp, agent-protocol-error */
+	KILN_RUN_EXIT_OUTPUT = 123,  /* output-limit: a stream went beyond --output-max */
+	KILN_RUN_EXIT_TIMEOUT = 124, /* timeout: --timeout (wall clock) ran out */
+};
+
+#define KILN_RUN_EXIT_HELP                                                          \
+	"Exit status: the command's (128+N if signal N killed it), or:\n"           \
+	"  120  usage error: bad option or value, nothing started\n"                \
+	"  121  setup-error: the sandbox could not be set up or started\n"          \
+	"  122  the sandbox failed: guest-panic, vmm-crash, vmm-seccomp,\n"         \
+	"       agent-protocol-error\n"                                             \
+	"  123  output-limit: a stream went beyond --output-max (output cut)\n"     \
+	"  124  timeout: --timeout ran out\n"                                       \
+	"  128+N  kiln itself got signal N (SIGINT, SIGTERM, SIGHUP): run torn down\n"
+
 #endif
