@@ -109,7 +109,7 @@ struct run {
 	struct run_facts f;
 	struct run_record rec;
 	char msg[512];
-	uint64_t t0, t_spawn, t_sock, t_hello, t_exec, t_exit, t_end;
+	uint64_t t0, t_spawn, t_sock, t_hello, t_exec, t_exit, t_kill, t_end;
 };
 
 static struct run R;
@@ -761,6 +761,7 @@ static void kill_vm(void)
 		return;
 	if (!R.kill_at) {
 		R.kill_at = now_ms();
+		R.t_kill = now_us();
 		R.f.killed_by_us = true;
 	}
 	if (!O.no_jail) {
@@ -1575,8 +1576,13 @@ static int finish(void)
 	R.rec.vmm_cpu_us = R.f.vmm_cpu_us;
 	R.rec.t_jail_us = R.t_sock ? R.t_sock - R.t_spawn : 0;
 	R.rec.t_boot_us = R.t_hello ? R.t_hello - R.t_spawn : 0;
-	R.rec.t_run_us = R.t_exec ? (R.t_exit ? R.t_exit : R.t_end) - R.t_exec : 0;
-	R.rec.t_teardown_us = R.t_end - (R.t_exit ? R.t_exit : R.t_end);
+	{
+		/* The command's time ends with its EXIT, or when kiln killed the VM. */
+		uint64_t stop = R.t_exit ? R.t_exit : R.t_kill && R.t_kill > R.t_exec ? R.t_kill : R.t_end;
+
+		R.rec.t_run_us = R.t_exec ? stop - R.t_exec : 0;
+		R.rec.t_teardown_us = R.t_end - (R.t_exec ? stop : R.t_end);
+	}
 	R.rec.t_total_us = R.t_end - R.t0;
 
 	switch (R.rec.r.reason) {

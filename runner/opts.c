@@ -268,16 +268,15 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 
 	optind = 0; /* full reinitialisation (glibc), so the parse can run more than once */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:h", lopts, NULL)) != -1) {
-		const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+	int idx = -1;
 
+	while ((c = getopt_long(argc, argv, "+:h", lopts, &idx)) != -1) {
 		if (c >= O_MEM && c <= O_HELP && c != O_ENV && c != O_PUT && c != O_GET) {
 			if (seen[c - O_MEM])
-				return fail(err, errlen, "%s given twice", name);
+				return fail(err, errlen, "--%s given twice", lopts[c - O_MEM].name);
 			seen[c - O_MEM] = true;
 		}
-		if (name[0] == '-' && strchr(name, '='))
-			name = "option"; /* --mem=1G form: keep the message short */
+		idx = -1;
 		switch (c) {
 		case O_MEM:
 			if ((r = opt_size("--mem", optarg, RUN_MEM_MIN, RUN_MEM_MAX, &o->mem, err, errlen)))
