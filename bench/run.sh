@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${KILN_BENCH_RUNS:-5}
 MEM_RUNS=${KILN_BENCH_MEM_RUNS:-3}
-HOLD_S=${KILN_BENCH_HOLD_S:-4}
+HOLD_S=${KILN_BENCH_HOLD_S:-5}
 MEM=${KILN_BENCH_MEM:-256}
 BLK_MB=${KILN_BENCH_BLK_MB:-64}
 RUN_TMO=120                       # one guest run, seconds
@@ -155,8 +155,9 @@ mem_run() {
   if grep -q KILN-HOLD "$OUT/$n.out"; then
     sleep 0.5                                   # let the guest settle into its sleep
     for _ in $(seq 1 $((HOLD_S > 2 ? 2 * (HOLD_S - 2) : 1))); do
+      # a sample counts only while the guest RAM is mapped (not during teardown)
       s=$(smaps_kb "$pid"); [ -n "$s" ] || break
-      set -- $s
+      set -- $s; [ "$4" -ge 1 ] || break
       if [ -z "$best" ] || [ "$3" -gt "$(echo "$best" | cut -d' ' -f3)" ]; then
         best=$s; top=$(smaps_top "$pid"); fi
       sleep 0.5
@@ -165,6 +166,7 @@ mem_run() {
   while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   kill -KILL "$pid" 2>/dev/null
   wait "$pid"; rc=$?
+  [ -n "$best" ] || log "$v $n: no smaps sample with an anonymous ${MEM} MiB mapping while the guest ran" >&2
   if ok_rc "$v" "$rc" && [ -n "$best" ]; then
     echo "$best $(tr -d '\r' < "$OUT/$n.out" | sed -n 's/^KILN-HOLD uptime=\([0-9.]*\).*/\1/p' | head -1)"
     raw "mem $v $n top_other_kb: $top"
@@ -177,9 +179,7 @@ for i in $(seq 1 "$MEM_RUNS"); do
     if [ -z "$s" ]; then raw "mem $v run=$i ok=0"; continue; fi
     set -- $s
     raw "mem $v run=$i ok=1 total_kb=$1 guest_kb=$2 other_kb=$3 guest_mappings=$4 uptime_at_init_s=${5:-na}"
-    eval "mem_${v}_total+=($1)"; [ -z "${5:-}" ] || eval "up_${v}+=($5)"
-    if [ "$4" -ge 1 ]; then eval "mem_${v}_other+=($3)"
-    else log "$v: no anonymous ${MEM} MiB mapping found in smaps: overhead not separable"; fi
+    eval "mem_${v}_total+=($1) mem_${v}_other+=($3)"; [ -z "${5:-}" ] || eval "up_${v}+=($5)"
   done
   log "mem run $i/$MEM_RUNS: kiln other ${mem_kiln_other[*]: -1:1} kB, qemu total ${mem_qemu_total[*]: -1:1} kB"
 done
