@@ -74,8 +74,7 @@ timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$ME
   -append "console=ttyS0 quiet loglevel=1 panic=-1 kvmhost.dir=$DIR kvmhost.id=$id" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$DIR",mount_tag=work,security_model=none </dev/null 2>&1 \
-  | tee "$log" | awk '/kvmhost-start\r?$/ { on = 1; next }
-      on && !/^\[ *[0-9]+\.[0-9]+\] / && !/^kvmhost-exit=/ { print; fflush() }'
+  | tee "$log" | sed -u -n '/kvmhost-start\r\?$/,$ { /kvmhost-start/d; /^\[ *[0-9]*\.[0-9]*\] /d; /^kvmhost-exit=/d; p }'
 qrc=${PIPESTATUS[0]}
 set -e
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
