@@ -50,6 +50,8 @@ static const struct pol_rule rules[] = {
 	POL_ALLOW(sendto, "vsock: the OK <port> reply"),
 	POL_ALLOW(sendmsg, "vsock: guest to host data"),
 	POL_ALLOW_IF(shutdown, "vsock: the guest shut its write side", POL_ARG_EQ32(1, SHUT_WR)),
+	POL_ALLOW_IF(poll, "vsock: at a host peer's EOF, tell a half close from a hang-up (one fd, no wait)",
+		     POL_ARG_EQ32(1, 1), POL_ARG_EQ32(2, 0)),
 	POL_ALLOW(unlink, "teardown: remove the vsock listening socket kiln-vmm created"),
 
 	/* KVM: only what the loop and teardown use on the VM fd */
