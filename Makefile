@@ -118,7 +118,7 @@ include bench/bench.mk
 
 demo:
 	@tests/deps.sh
-	@$(MAKE) --no-print-directory all guest-kernel initramfs
+	@$(MAKE) --no-print-directory all guest-kernel guest-image
 	@tests/demo.sh
 
 deps:

@@ -50,13 +50,15 @@
 #define CG_ROOT "/sys/fs/cgroup"
 #define BOOT_MS 120000u        /* start to the agent's HELLO */
 #define REPLY_MS 15000u        /* an expected reply (PUT_OK, GET data) or the VM's end after BYE */
+#define LOST_MS 5000u          /* connection gone: the VM must end by then */
 #define KILL_MS 5000u          /* killed VM not reaped by then: SIGKILL the jailer too */
 #define CON_TAIL 4096u
 #define OUT_CAP (4u * KA_MAX_FRAME)
 #define VMM_OVERHEAD (64ull << 20) /* memory.max = guest memory + this */
 #define VMM_PIDS 64u               /* pids.max of the VMM's cgroup (threads) */
 
-enum phase { PH_CONNECT, PH_HANDSHAKE, PH_HELLO, PH_PUT, PH_RUN, PH_GET, PH_BYE, PH_DONE };
+/* PH_LOST: the agent hung up without EXIT; the VM's end (within LOST_MS) explains why. */
+enum phase { PH_CONNECT, PH_HANDSHAKE, PH_HELLO, PH_PUT, PH_RUN, PH_GET, PH_BYE, PH_LOST, PH_DONE };
 
 struct run {
 	struct run_opts *o;
@@ -1258,13 +1260,8 @@ static void sock_read(void)
 				return; /* expected: the guest powers off */
 			if (R.ph != PH_DONE) {
 				/* The VM ending explains it (reap decides); otherwise the agent hung up. */
-				R.ph = PH_DONE;
-				if (!R.reaped) {
-					usleep(200 * 1000);
-					reap();
-				}
-				if (!R.reaped)
-					end_proto("closed the connection%s", R.inlen ? " inside a frame" : "");
+				R.ph = R.reaped ? PH_DONE : PH_LOST;
+				R.deadline = now_ms() + LOST_MS;
 			}
 			return;
 		}
@@ -1368,6 +1365,9 @@ static void on_deadline(void)
 		R.f.timed_out = true;
 		R.ph = PH_DONE;
 		kill_vm();
+		break;
+	case PH_LOST:
+		end_proto("closed the connection without reporting, and the VM did not end");
 		break;
 	case PH_BYE:
 		/* The command has reported; a VM that does not power off is only killed. */

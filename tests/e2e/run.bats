@@ -1,0 +1,197 @@
+#!/usr/bin/env bats
+# run.bats: `kiln run` end to end: one real scenario per reason in the result record, isolation
+# between runs, file transfer, signals to kiln, `kiln gc`, and nothing left behind after any test.
+# Needs root, /dev/kvm that runs guests and cgroup v2 (tests/kvmhost.sh provides all three).
+# Each run boots a VM (seconds on an emulated host): the tests keep the number of runs small.
+bats_require_minimum_version 1.5.0
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+KILN=$ROOT/build/kiln
+
+setup_file() {
+	export KILN_STATE_DIR=/run/kiln-e2e-$$
+}
+
+setup() {
+	[ "$(id -u)" = 0 ] || skip "kiln run jails the VM: needs root"
+	[ -x "$KILN" ] || skip "build first: make build/kiln"
+	[ -f "$ROOT/build/guest/bzImage" ] && [ -f "$ROOT/build/guest/rootfs.ext4" ] ||
+		skip "no guest kernel or root image (make guest-kernel guest-image)"
+	[ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] || skip "no /dev/kvm that runs guests (use tests/kvmhost.sh)"
+	[ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] || skip "cgroup v2 is not mounted"
+	S=$KILN_STATE_DIR
+	T=$BATS_TEST_TMPDIR
+}
+
+# Nothing of any run may remain: processes, cgroups, mounts, jail dirs, scratch disks, sockets.
+teardown() {
+	[ -n "${S:-}" ] || return 0
+	local left=""
+	pgrep -x kiln-vmm >/dev/null && left+=" kiln-vmm processes: $(pgrep -x kiln-vmm | tr '\n' ' ');"
+	pgrep -x kiln-jailer >/dev/null && left+=" kiln-jailer processes;"
+	[ -z "$(ls -A "$S/runs" 2>/dev/null)" ] || left+=" run dirs: $(ls "$S/runs");"
+	[ -z "$(ls -A "$S/jail/kiln-vmm" 2>/dev/null)" ] || left+=" jail dirs;"
+	[ -z "$(ls -d /sys/fs/cgroup/kiln/k* 2>/dev/null)" ] || left+=" cgroups;"
+	! grep -q "$S" /proc/self/mountinfo || left+=" mounts;"
+	[ -z "$(find "$S" \( -name scratch.img -o -type s \) 2>/dev/null)" ] || left+=" scratch disks or sockets;"
+	if [ -n "$left" ]; then
+		pkill -KILL -x kiln-vmm || true
+		"$KILN" gc >/dev/null 2>&1 || true
+		echo "teardown: left behind:$left" >&2
+		return 1
+	fi
+}
+
+# The record: the last line of stdout with --json.
+rec() { printf '%s\n' "$output" | tail -1; }
+field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(json.dumps(v) if isinstance(v,(bool,dict)) or v is None else v)"; }
+
+@test "run: bad options are rejected with exit 120 before anything starts" {
+	run --separate-stderr "$KILN" run --mem 1X -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: --mem 1X: not a size (digits and an optional K, M, G or T suffix)" ]
+	run --separate-stderr "$KILN" run --timeout 0s -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: --timeout 0s: out of range (100ms..24h)" ]
+	run --separate-stderr "$KILN" run --disk 1G5 -- true
+	[ "$status" -eq 120 ]
+	run --separate-stderr "$KILN" run -- 
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: no command given (kiln run [options] -- CMD [ARGS...])" ]
+}
+
+@test "run: uploads with .. are refused before anything starts" {
+	echo data > "$T/f"
+	run --separate-stderr "$KILN" run --put "$T/f:../etc/passwd" -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: --put $T/f:../etc/passwd: guest path ../etc/passwd refused: '..' path component (a relative path under /work)" ]
+	run --separate-stderr "$KILN" run --put "$T/f:a/../../b" -- true
+	[ "$status" -eq 120 ]
+	run --separate-stderr "$KILN" run --put "$T/f:/etc/x" -- true
+	[ "$status" -eq 120 ]
+	run --separate-stderr "$KILN" run --get "../x:$T/x" -- true
+	[ "$status" -eq 120 ]
+	[ ! -e "$T/x" ]
+}
+
+@test "run: true -> ok; stdout, stderr and stdin streamed" {
+	run --separate-stderr bash -c "printf 'from stdin' | '$KILN' run --json -- sh -c 'cat; echo; echo to-stderr >&2; true'"
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = "from stdin" ]
+	[ "$stderr" = "to-stderr" ]
+	[ "$(field '["reason"]')" = ok ]
+	[ "$(field '["status"]')" = exited ]
+	[ "$(field '["exit_code"]')" = 0 ]
+	[ "$(field '["stdout_bytes"]')" = 11 ]
+	[ "$(field '["stdout_truncated"]')" = false ]
+}
+
+@test "run: exit 3 -> nonzero-exit, kiln exits 3" {
+	run --separate-stderr "$KILN" run --json -- sh -c 'exit 3'
+	[ "$status" -eq 3 ]
+	[ "$(field '["reason"]')" = nonzero-exit ]
+	[ "$(field '["exit_code"]')" = 3 ]
+}
+
+@test "run: kill -9 \$\$ -> signaled, kiln exits 137" {
+	run --separate-stderr "$KILN" run --json -- sh -c 'kill -9 $$'
+	[ "$status" -eq 137 ]
+	[ "$(field '["reason"]')" = signaled ]
+	[ "$(field '["signal"]')" = 9 ]
+	[ "$(field '["status"]')" = signaled ]
+}
+
+@test "run: sleep 1000 with --timeout 5s -> timeout within tolerance, kiln exits 124" {
+	run --separate-stderr "$KILN" run --json --timeout 5s -- sleep 1000
+	[ "$status" -eq 124 ]
+	[ "$(field '["reason"]')" = timeout ]
+	[ "$(field '["status"]')" = none ]
+	run_ms=$(field '["timings_ms"]["run"]')
+	[ "$run_ms" -ge 5000 ] && [ "$run_ms" -le 8000 ] || { echo "run took $run_ms ms"; false; }
+}
+
+@test "run: yes -> output-limit, stdout cut exactly at --output-max, kiln exits 123" {
+	"$KILN" run --json --output-max 64K -- yes > "$T/out" 2> "$T/err" || status=$?
+	[ "${status:-0}" -eq 123 ]
+	output=$(tail -1 "$T/out")
+	[ "$(field '["reason"]')" = output-limit ]
+	[ "$(field '["stdout_truncated"]')" = true ]
+	[ "$(field '["stdout_bytes"]')" = 65536 ]
+	# 65536 bytes of "y\n", then the newline kiln adds before the record, then the record.
+	[ "$(head -c 65536 "$T/out" | tr -d 'y\n' | wc -c)" = 0 ]
+}
+
+@test "run: a CPU burner with --cpu-time 2s -> cpu-time" {
+	run --separate-stderr "$KILN" run --json --cpu-time 2s --timeout 60s -- sh -c 'while :; do :; done'
+	[ "$(field '["reason"]')" = cpu-time ] || { echo "$output"; false; }
+	[ "$status" -eq 152 ] || [ "$status" -eq 137 ]
+}
+
+@test "run: a memory hog -> guest-oom" {
+	run --separate-stderr "$KILN" run --json --mem 96M -- awk 'BEGIN { s = "x"; while (1) s = s s }'
+	[ "$(field '["reason"]')" = guest-oom ] || { echo "$output $stderr"; false; }
+	[ "$status" -eq 137 ]
+	[ "$(field '["oom"]')" = true ]
+}
+
+@test "run: dd until full -> disk-full" {
+	run --separate-stderr "$KILN" run --json --disk 32M -- dd if=/dev/zero of=/work/fill bs=1M
+	[ "$(field '["reason"]')" = disk-full ] || { echo "$output $stderr"; false; }
+	[[ "$stderr" == *"No space left on device"* ]]
+}
+
+@test "run: echo c > /proc/sysrq-trigger -> guest-panic, kiln exits 122" {
+	run --separate-stderr "$KILN" run --json --user root -- sh -c 'echo c > /proc/sysrq-trigger; sleep 100'
+	[ "$(field '["reason"]')" = guest-panic ] || { echo "$output $stderr"; false; }
+	[ "$status" -eq 122 ]
+	[[ "$stderr" == *"kiln: the guest kernel panicked or reset"* ]]
+}
+
+@test "run: a file written in one run is absent in the next" {
+	run --separate-stderr "$KILN" run -- sh -c 'echo secret > /work/left; echo secret > /tmp/left; ls /work'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *left* ]]
+	run --separate-stderr "$KILN" run -- sh -c 'ls -A /work /tmp; cat /work/left /tmp/left'
+	[ "$status" -eq 1 ]
+	[[ "$output" != *secret* ]]
+}
+
+@test "run: --put and --get copy files; a GET of a guest symlink to a host path is refused" {
+	printf 'payload\n' > "$T/in"
+	mkdir "$T/out"
+	run --separate-stderr "$KILN" run --put "$T/in:dir/in" --get "dir/res:$T/out/res" \
+		--get "link:$T/out/link" -- sh -c 'tr a-z A-Z < dir/in > dir/res; ln -s /etc/shadow link'
+	[ "$status" -eq 0 ]
+	[ "$(cat "$T/out/res")" = PAYLOAD ]
+	[ ! -e "$T/out/link" ] && [ ! -L "$T/out/link" ]
+	[[ "$stderr" == *"kiln: --get link: refused by the guest: get: symlink in path (links are never followed)"* ]]
+	[ -z "$(ls -A "$T/out" | grep -v '^res$')" ]
+}
+
+@test "run: SIGTERM to kiln mid-run tears the run down, kiln exits 143" {
+	"$KILN" run --json -- sleep 1000 > "$T/out" 2> "$T/err" &
+	local k=$!
+	for _ in $(seq 600); do [ -S "$(ls -d "$KILN_STATE_DIR"/runs/*/vsock/v.sock 2>/dev/null | head -1)" ] && break; sleep 0.1; done
+	sleep 1
+	kill -TERM "$k"
+	wait "$k" || status=$?
+	[ "${status:-0}" -eq 143 ]
+	output=$(tail -1 "$T/out")
+	[ "$(field '["reason"]')" = interrupted ]
+}
+
+@test "run: SIGKILL of kiln mid-run, then kiln gc, leaves nothing" {
+	"$KILN" run -- sleep 1000 > "$T/out" 2> "$T/err" &
+	local k=$!
+	for _ in $(seq 600); do [ -S "$(ls -d "$KILN_STATE_DIR"/runs/*/vsock/v.sock 2>/dev/null | head -1)" ] && break; sleep 0.1; done
+	sleep 1
+	kill -KILL "$k"
+	wait "$k" || true
+	# The VMM dies with kiln (parent-death signal through the jailer).
+	for _ in $(seq 50); do pgrep -x kiln-vmm >/dev/null || break; sleep 0.1; done
+	! pgrep -x kiln-vmm
+	[ -n "$(ls -A "$KILN_STATE_DIR/runs")" ]
+	run "$KILN" gc
+	[ "$status" -eq 0 ]
+	[[ "$output" == "kiln gc: removed run k"* ]]
+}
