@@ -77,6 +77,16 @@ wait_exit() {
   assert_output "exit futex getpid ioctl madvise restart_syscall rt_sigprocmask rt_sigreturn tgkill write "
 }
 
+@test "seccomp: SECURITY.md states the sizes --print-policy reports" {
+  local c n r b
+  for c in loop vcpu; do
+    n=$("$KILN_VMM" --print-policy | sed -n "s/^class $c (.*): \([0-9]*\) syscalls, \([0-9]*\) rules,.*/\1 (\2)/p")
+    b=$("$KILN_VMM" --print-policy | sed -n "/^class $c /,/BPF program/s/^  (BPF program: \([0-9]*\) instructions)/\1/p")
+    r=$(grep "^| $c |" "$ROOT/SECURITY.md") || fail "no $c row in SECURITY.md"
+    [[ $r == *"| $n | $b |"* ]] || fail "SECURITY.md says '$r', --print-policy says $n syscalls (rules), $b instructions"
+  done
+}
+
 @test "seccomp: kiln-vmm embeds BPF and does not link libseccomp" {
   run nm "$KILN_VMM"
   assert_success
