@@ -1290,8 +1290,10 @@ static void handshake_read(void)
 				end_setup("vsock handshake: unexpected reply from kiln-vmm");
 				return;
 			}
+			/* The VMM answers OK once the guest accepted: HELLO follows at once. */
 			R.ph = PH_HELLO;
 			R.inlen = 0;
+			R.deadline = now_ms() + REPLY_MS;
 			return;
 		}
 		if (R.hslen >= 32) {
@@ -1356,8 +1358,10 @@ static void on_deadline(void)
 	switch (R.ph) {
 	case PH_CONNECT:
 	case PH_HANDSHAKE:
-	case PH_HELLO:
 		end_setup("the guest agent did not answer within %u s of the VM's start", BOOT_MS / 1000);
+		break;
+	case PH_HELLO:
+		end_proto("accepted the connection but sent no HELLO within %u s", REPLY_MS / 1000);
 		break;
 	case PH_RUN:
 		set_msg("the command ran longer than --timeout (%llu ms); the VM was killed",

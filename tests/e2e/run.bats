@@ -195,3 +195,64 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 	[ "$status" -eq 0 ]
 	[[ "$output" == "kiln gc: removed run k"* ]]
 }
+
+# A root image whose /sbin/init is a hostile agent: it accepts kiln's connection on the agent
+# port and sends the bytes of $T/frames (or nothing, and never closes, with "silent").
+hostile_image() {
+	local st=$T/stage vs=$ROOT/build/guest/kiln-vsock
+	[ -x "$vs" ] || skip "no build/guest/kiln-vsock (make initramfs)"
+	mkdir -p "$st"/{bin,sbin,proc,sys,dev,tmp,work}
+	cp /bin/busybox "$st/bin/busybox"
+	for a in sh mount sleep cat; do ln -s busybox "$st/bin/$a"; done
+	cp "$vs" "$st/sbin/kiln-vsock"
+	cp "$T/frames" "$st/frames"
+	if [ "${1:-}" = silent ]; then
+		printf '#!/bin/sh\nmount -t proc proc /proc\nsleep 1000 | /sbin/kiln-vsock accept 1024 >/dev/null\nsleep 1000\n' > "$st/sbin/init"
+	else
+		printf '#!/bin/sh\nmount -t proc proc /proc\n/sbin/kiln-vsock accept 1024 </frames >/dev/null\nsleep 1000\n' > "$st/sbin/init"
+	fi
+	chmod 0755 "$st/sbin/init"
+	mke2fs -q -t ext4 -d "$st" "$T/hostile.ext4" 16M >/dev/null
+}
+
+@test "run: a frame beyond its type's cap from the agent -> agent-protocol-error, kiln exits 122" {
+	# A valid HELLO, then a STDOUT header announcing 1 MiB (the cap is 64 KiB).
+	printf 'KILN\x01\x81\x00\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00KILN\x01\x82\x00\x00\x00\x00\x10\x00' > "$T/frames"
+	hostile_image
+	run --separate-stderr "$KILN" run --json --image "$T/hostile.ext4" -- true
+	[ "$(field '["reason"]')" = agent-protocol-error ] || { echo "$output $stderr"; false; }
+	[ "$status" -eq 122 ]
+	[ "$stderr" = "kiln: guest agent: bad frame header: payload length beyond the frame type's cap" ] || { echo "$stderr"; false; }
+}
+
+@test "run: an agent that accepts and stays silent hits the deadline -> agent-protocol-error" {
+	: > "$T/frames"
+	hostile_image silent
+	run --separate-stderr "$KILN" run --json --image "$T/hostile.ext4" -- true
+	[ "$(field '["reason"]')" = agent-protocol-error ] || { echo "$output $stderr"; false; }
+	[ "$status" -eq 122 ]
+	[ "$stderr" = "kiln: guest agent: accepted the connection but sent no HELLO within 15 s" ]
+}
+
+@test "run: concurrent runs get their own uid, CID and output; a fork bomb is contained" {
+	"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo A$i; done; id -u' > "$T/a" 2>&1 &
+	local a=$!
+	"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo B$i; done' > "$T/b" 2>&1 &
+	local b=$!
+	"$KILN" run --json --pids 64 --timeout 15s -- sh -c 'f() { f | f & }; f; sleep 1000' > "$T/c" 2>&1 &
+	local c=$!
+	# While they run: three VMMs, each as its own uid.
+	for _ in $(seq 600); do [ "$(pgrep -x kiln-vmm | wc -l)" -ge 2 ] && break; sleep 0.1; done
+	local uids
+	uids=$(ps -o uid= -p "$(pgrep -d, -x kiln-vmm)" | sort -u | wc -l)
+	wait "$a"; wait "$b"; wait "$c" || true
+	[ "$(grep -c '^A[0-9]' "$T/a")" = 300 ] && ! grep -q '^B' "$T/a"
+	[ "$(grep -c '^B[0-9]' "$T/b")" = 300 ] && ! grep -q '^A' "$T/b"
+	output=$(tail -1 "$T/a"); [ "$(field '["reason"]')" = ok ]; ida=$(field '["id"]')
+	output=$(tail -1 "$T/b"); [ "$(field '["reason"]')" = ok ]; idb=$(field '["id"]')
+	[ "$ida" != "$idb" ]
+	# The bomb ends by --timeout or when its shell gives up; either way within the run's limits.
+	output=$(tail -1 "$T/c")
+	case $(field '["reason"]') in timeout|nonzero-exit|signaled) ;; *) cat "$T/c"; false;; esac
+	[ "$uids" -ge 2 ]
+}
