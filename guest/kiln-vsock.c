@@ -186,7 +186,6 @@ static void serve_agent(int c)
 		int nul = open("/dev/null", O_RDONLY);
 		if (nul < 0 || dup2(nul, 0) < 0 || dup2(c, 1) < 0 || dup2(c, 2) < 0)
 			_exit(127);
-		signal(SIGCHLD, SIG_DFL);
 		execl("/bin/sh", "sh", "-c", buf, (char *)NULL);
 		_exit(127);
 	}
@@ -226,6 +225,8 @@ static int cmd_listen(uint32_t port, const char *mode)
 		}
 		pid_t pid = fork();
 		if (pid == 0) {
+			/* The agent waits for its command: SIGCHLD back to default, or the status is lost. */
+			signal(SIGCHLD, SIG_DFL);
 			close(l);
 			serve(c);
 		}
