@@ -1486,9 +1486,10 @@ static void loop(void)
 			if (R.reaped && R.ph == PH_BYE)
 				R.ph = PH_DONE;
 			if (R.reaped && R.ph != PH_DONE && R.sock >= 0) {
-				/* Drain what the agent sent before the VM ended, then stop. */
-				fcntl(R.sock, F_SETFL, O_NONBLOCK);
-				sock_read();
+				/* Drain what the agent sent before the VM ended (frames only once the
+				 * handshake is done), then stop. */
+				if (R.ph >= PH_HELLO)
+					sock_read();
 				if (R.sock >= 0) {
 					close(R.sock);
 					R.sock = -1;
