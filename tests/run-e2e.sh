@@ -13,7 +13,7 @@ host=${KILN_E2E_HOST:-}
 if [ -z "$host" ]; then
   if tests/kvm-usable.sh; then host=direct; else host=kvmhost; fi
 fi
-tmo=${KILN_E2E_FILE_TIMEOUT:-600}
+tmo=${KILN_E2E_FILE_TIMEOUT:-900}
 mkdir -p build/e2e
 [ "$host" = kvmhost ] && echo "e2e: /dev/kvm cannot run guests here; running in tests/kvmhost.sh (slow)"
 tpass=0 tfail=0 tskip=0

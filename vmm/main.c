@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -305,6 +306,19 @@ int main(int argc, char **argv)
 	kiln_set_progname("kiln-vmm");
 	signal(SIGPIPE, SIG_IGN);
 	parse_opts(argc, argv, o);
+
+	/* Each vsock connection holds one host fd: make room for the connection cap. */
+	if (o->has_vsock) {
+		struct rlimit rl;
+		rlim_t want = (rlim_t)(o->vsock.max_conns ? o->vsock.max_conns : 1024) + 64;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+			rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+				kiln_warn("open-file limit %llu is below the %llu that --vsock max_conns needs: "
+					  "connections beyond it will be refused",
+					  (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+		}
+	}
 
 	/* 1. Check every input before any KVM object exists. */
 	uint64_t mem_bytes = o->mem_mib << 20;
