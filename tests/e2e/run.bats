@@ -256,3 +256,20 @@ hostile_image() {
 	case $(field '["reason"]') in timeout|nonzero-exit|signaled) ;; *) cat "$T/c"; false;; esac
 	[ "$uids" -ge 2 ]
 }
+
+@test "run: a kernel kiln-vmm rejects -> setup-error, kiln exits 121, nothing left" {
+	head -c 4096 /dev/zero > "$T/notakernel"
+	run --separate-stderr "$KILN" run --json --kernel "$T/notakernel" -- true
+	[ "$(field '["reason"]')" = setup-error ] || { echo "$output $stderr"; false; }
+	[ "$status" -eq 121 ]
+	[[ "$stderr" == "kiln: setup failed: "* ]]
+}
+
+@test "run: --no-jail runs the VM without kiln-jailer; --result-fd gets the record" {
+	run --separate-stderr bash -c "'$KILN' run --no-jail --result-fd 3 -- sh -c 'echo hi; exit 4' 3>'$T/rec'"
+	[ "$status" -eq 4 ]
+	[ "$output" = hi ]
+	output=$(cat "$T/rec")
+	[ "$(field '["reason"]')" = nonzero-exit ]
+	[ "$(field '["exit_code"]')" = 4 ]
+}
