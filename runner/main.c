@@ -415,8 +415,9 @@ static int check_file(const char *what, const char *path)
 	return 0;
 }
 
-/* Resolve and check paths and host files; everything here is a usage error (exit 120). */
-static void resolve(void)
+/* Resolve and check paths and host files (a bad one is a usage error, exit 120). Returns -1 when
+ * this host cannot jail the VM. */
+static int resolve(void)
 {
 	struct stat st;
 	bool bad = false;
@@ -465,14 +466,18 @@ static void resolve(void)
 	}
 	if (O.result_fd >= 0 && fcntl(O.result_fd, F_GETFD) < 0)
 		kiln_die(KILN_RUN_EXIT_USAGE, "--result-fd %d: not an open descriptor", O.result_fd);
-	if (!O.no_jail) {
-		if (geteuid() != 0)
-			kiln_die(KILN_RUN_EXIT_SETUP, "kiln run jails the VM with kiln-jailer, which needs root "
-				 "(--no-jail runs it unjailed, for debugging only)");
-		if (!is_cgroup2())
-			kiln_die(KILN_RUN_EXIT_SETUP, "cgroup v2 is not mounted at " CG_ROOT ": kiln-jailer "
-				 "cannot limit the VM (--no-jail runs it unjailed, for debugging only)");
+	/* The host cannot jail: a setup-error with a record, nothing started. */
+	if (!O.no_jail && geteuid() != 0) {
+		set_msg("kiln run jails the VM with kiln-jailer, which needs root (--no-jail runs it "
+			"unjailed, for debugging only)");
+		return -1;
 	}
+	if (!O.no_jail && !is_cgroup2()) {
+		set_msg("cgroup v2 is not mounted at " CG_ROOT ": kiln-jailer cannot limit the VM "
+			"(--no-jail runs it unjailed, for debugging only)");
+		return -1;
+	}
+	return 0;
 }
 
 static int make_scratch(void)
@@ -1652,7 +1657,10 @@ static int cmd_run(int argc, char **argv)
 	for (unsigned i = 0; i < RUN_FILES_MAX; i++)
 		R.put_fds[i] = -1;
 	state_dir(R.state, sizeof(R.state));
-	resolve();
+	if (resolve() < 0) {
+		R.f.setup_failed = true;
+		return finish();
+	}
 
 	/* Signals that end kiln become events: the run is torn down in order, then kiln exits. */
 	sigemptyset(&set);
