@@ -5,15 +5,17 @@
 # /tmp /run /var/tmp /root, cgroup2, and DIR (default: cwd) read-write at the same path, then
 # runs the command there with stdin from /dev/null. Exits with the command's status; 124 if
 # the whole run exceeded the timeout; 125 if the emulated host failed before reporting one.
-# usage: tests/kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [--] command...
+# usage: tests/kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [-s SECONDS] [--] command...
+# -s: stall limit: when the emulated host prints nothing for that long it is taken as hung
+#     (seen: the whole emulated host freezing under a nested guest), stopped, and 124 returned.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-DIR=$PWD MEM=4096 CPUS=2 TMO=1500
+DIR=$PWD MEM=4096 CPUS=2 TMO=1500 STALL=0
 while [ $# -gt 0 ]; do case $1 in
   -d) DIR=$(realpath "$2"); shift 2;; -m) MEM=$2; shift 2;; -c) CPUS=$2; shift 2;;
-  -t) TMO=$2; shift 2;; --) shift; break;; -*) echo "kvmhost: unknown option $1" >&2; exit 2;;
+  -t) TMO=$2; shift 2;; -s) STALL=$2; shift 2;; --) shift; break;; -*) echo "kvmhost: unknown option $1" >&2; exit 2;;
   *) break;; esac; done
-[ $# -gt 0 ] || { echo "usage: kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [--] command..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [-s SECONDS] [--] command..." >&2; exit 2; }
 case $DIR in *[[:space:]]*) echo "kvmhost: work dir must not contain spaces: $DIR" >&2; exit 2;; esac
 command -v qemu-system-x86_64 >/dev/null || { echo "kvmhost: qemu-system-x86_64 missing (run: make deps)" >&2; exit 2; }
 [ -x /bin/busybox ] || { echo "kvmhost: /bin/busybox missing (run: make deps)" >&2; exit 2; }
@@ -63,9 +65,23 @@ fi
 
 id=$$.$RANDOM
 cmdf=$DIR/.kvmhost-$id.cmd rcf=$DIR/.kvmhost-$id.rc log=$DIR/.kvmhost-$id.log
-trap 'rm -f "$cmdf" "$rcf" "$log"' EXIT
+stallf=$DIR/.kvmhost-$id.stalled watch=
+trap 'rm -f "$cmdf" "$rcf" "$log" "$stallf"; [ -z "$watch" ] || kill "$watch" 2>/dev/null' EXIT
 printf '%q ' "$@" > "$cmdf"
 set +e
+if [ "$STALL" -gt 0 ]; then
+  # Watchdog: the log grows with everything the emulated host prints; no growth for STALL
+  # seconds means it froze. Stop its QEMU (found by the unique id on its command line).
+  ( last=-1 since=$(date +%s)
+    while sleep 10; do
+      sz=$(stat -c %s "$log" 2>/dev/null || echo 0)
+      if [ "$sz" != "$last" ]; then last=$sz since=$(date +%s)
+      elif [ $(( $(date +%s) - since )) -ge "$STALL" ]; then
+        touch "$stallf"; pkill -TERM -f "kvmhost.id=$id" ; sleep 10; pkill -KILL -f "kvmhost.id=$id"; exit 0
+      fi
+    done ) &
+  watch=$!
+fi
 # -k: a QEMU that ignores TERM is killed 10 s later. Only the command's output is shown (from
 # the start marker on, without kernel log lines and the exit marker); the rest stays in $log.
 timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$CPUS" \
@@ -77,6 +93,9 @@ timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$ME
   | tee "$log" | sed -u -n '/kvmhost-start\r\?$/,$ { /kvmhost-start/d; /^\[ *[0-9]*\.[0-9]*\] /d; /^kvmhost-exit=/d; p }'
 qrc=${PIPESTATUS[0]}
 set -e
+if [ -e "$stallf" ]; then
+  echo "kvmhost: the emulated host printed nothing for $STALL s: stopped as hung" >&2; exit 124
+fi
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
   echo "kvmhost: timed out after $TMO s" >&2; exit 124
 fi
