@@ -175,8 +175,9 @@ vh() { python3 "$VH" "$@"; }
 # absorbs: the per-connection rings are not filled here; tests/unit/test_vsock.c covers them.)
 # The echo connection opened before the flood must still answer while the table is full.
 @test "vsock: 5000 guest connections never read: excess fails, VMM RSS bounded, old connection answers" {
-  run -0 vh flood "$UDS" $AGENT $ECHO 7002 5000 $((320 << 10)) "$VMM_PID" $RAM_MIB
+  run vh flood "$UDS" $AGENT $ECHO 7002 5000 $((320 << 10)) "$VMM_PID" $RAM_MIB
   echo "# $(tr '\n' ' ' <<< "$output")" >&3
+  [ "$status" -eq 0 ] || fail "flood helper exited $status: $output"
   assert_line --regexp '^KILN-FLOOD-OPEN ok=1022 failed=3978 reset=3978 other=0 '
   assert_line "new_conn_refused_while_full=yes"
   assert_line "old_conn_echo=ping"
