@@ -219,9 +219,10 @@ static void conn_release(struct vsock_dev *v, struct vsock_conn *c)
 	conn_free(v, c);
 }
 
-static void rst_queue(struct vsock_dev *v, uint64_t src_cid, uint32_t src_port, uint32_t dst_port)
+static void rst_queue_cap(struct vsock_dev *v, uint64_t src_cid, uint32_t src_port, uint32_t dst_port,
+			  uint32_t cap)
 {
-	if (v->rst_len >= VSOCK_RST_RING) {
+	if (v->rst_len >= cap) {
 		v->stats.rst_dropped++;
 		return;
 	}
@@ -232,10 +233,16 @@ static void rst_queue(struct vsock_dev *v, uint64_t src_cid, uint32_t src_port, 
 	v->rst_len++;
 }
 
+/* A reply to a guest packet that has no connection: may use only the spare part of the ring. */
+static void rst_queue(struct vsock_dev *v, uint64_t src_cid, uint32_t src_port, uint32_t dst_port)
+{
+	rst_queue_cap(v, src_cid, src_port, dst_port, VSOCK_RST_SPARE);
+}
+
 /* RST to the guest and release: the end of every failed or finished connection. */
 static void conn_rst(struct vsock_dev *v, struct vsock_conn *c)
 {
-	rst_queue(v, VSOCK_HOST_CID, c->host_port, c->guest_port);
+	rst_queue_cap(v, VSOCK_HOST_CID, c->host_port, c->guest_port, VSOCK_RST_RING);
 	conn_release(v, c);
 }
 

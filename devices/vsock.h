@@ -31,7 +31,12 @@
 #define VSOCK_TOTAL_BUF (64u * 1024u * 1024u)
 #define VSOCK_CONN_BUF_MAX (256u * 1024u)
 #define VSOCK_TIMEOUT_MS 2000u          /* host-initiated connect and shutdown drain */
-#define VSOCK_RST_RING 256u             /* RSTs waiting for an rx buffer (more are dropped, counted) */
+/* RSTs waiting for an rx buffer. Replies to guest packets that get no connection (refused,
+ * malformed) may fill only VSOCK_RST_SPARE of it (more are dropped, counted); the rest is kept for
+ * the RST that ends each connection the guest knows, so a mass close (the host hanging up on
+ * every connection at once) never loses one. */
+#define VSOCK_RST_SPARE 256u
+#define VSOCK_RST_RING (VSOCK_MAX_CONNS_LIMIT + VSOCK_RST_SPARE)
 
 /* Packet header fields (virtio 1.2, 5.10.6). */
 #define VSOCK_TYPE_STREAM 1u
