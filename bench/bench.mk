@@ -1,13 +1,14 @@
 # bench/bench.mk: `make bench` (included by the top Makefile; not part of `make check`).
 # kiln-vmm against QEMU's `-M microvm` on the same kernel, initramfs, memory and vCPUs, run
 # directly where /dev/kvm runs guests, else inside tests/kvmhost.sh (ratios only there).
+# Parts: boot, memory, blk (bench/blk.sh), vsock (bench/vsock.sh), kiln run (bench/runner.sh).
 # Table on stdout, raw figures in build/bench/results.txt. Knobs: see bench/run.sh.
 # build/bench-guest/initramfs.cpio.gz: the test initramfs with the guest-side block benchmark
 # appended as a second (concatenated) cpio archive, for bench/blk.sh.
 
 BG_DIR := $(B)/bench-guest
 
-bench: all guest-kernel initramfs $(BG_DIR)/initramfs.cpio.gz
+bench: all guest-kernel initramfs testroot guest-image $(BG_DIR)/initramfs.cpio.gz
 	@bench/run.sh
 
 $(BG_DIR)/kiln-blkbench: bench/guest-blkbench.c

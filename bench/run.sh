@@ -8,18 +8,24 @@
 #          guest RAM size; max over the samples of a run, median over KILN_BENCH_MEM_RUNS (3).
 #   blk    (once kiln-vmm has --disk) guest-side sequential read/write and 4 KiB random-read
 #          IOPS on the same raw image against QEMU's virtio-blk-device.
-#   vsock  not yet (see the end of this file).
+#   vsock  host->guest and guest->host throughput, 64-byte round trips, against QEMU's
+#          vhost-vsock-device (bench/vsock.sh)
+#   run    `kiln run -- true` against bare kiln-vmm and QEMU, runs per minute (bench/runner.sh)
 # Where /dev/kvm cannot run guests (tests/kvm-usable.sh) it re-runs itself inside
 # tests/kvmhost.sh: absolute times there are meaningless, only the ratios are figures.
 # Table on stdout; raw numbers in build/bench/results.txt, per-run guest output in build/bench/.
 # Env: KILN_BENCH_HOST=direct|kvmhost, KILN_BENCH_RUNS, KILN_BENCH_MEM_RUNS, KILN_BENCH_HOLD_S,
 #      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_BENCH_BLK_RUNS,
-#      KILN_BENCH_BLK_S (see bench/blk.sh), KILN_KVMHOST_TIMEOUT.
+#      KILN_BENCH_BLK_S (see bench/blk.sh), KILN_BENCH_VSOCK_* (bench/vsock.sh),
+#      KILN_BENCH_RUN_* (bench/runner.sh), KILN_BENCH_SKIP_{BOOT,MEM,BLK,VSOCK,RUN}=1 to leave
+#      a part out, KILN_KVMHOST_TIMEOUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${KILN_BENCH_RUNS:-5}
 MEM_RUNS=${KILN_BENCH_MEM_RUNS:-3}
+[ -z "${KILN_BENCH_SKIP_BOOT:-}" ] || RUNS=0
+[ -z "${KILN_BENCH_SKIP_MEM:-}" ] || MEM_RUNS=0
 HOLD_S=${KILN_BENCH_HOLD_S:-5}
 MEM=${KILN_BENCH_MEM:-256}
 BLK_MB=${KILN_BENCH_BLK_MB:-64}
@@ -71,11 +77,11 @@ launch() {
   else timeout -k 5 "$RUN_TMO" "$@" </dev/null >"$OUT/$name.out" 2>&1; fi
 }
 kiln() { local n=$1 a=$2; shift 2
-  launch "$n" "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE $a" \
+  launch "$n" "$VMM" --kernel "$KERNEL" ${INITRD:+--initrd "$INITRD"} --cmdline "$CMDLINE $a" \
     --mem "$MEM" --vcpus 1 "$@"; }
 qemu() { local n=$1 a=$2; shift 2
   launch "$n" qemu-system-x86_64 -M "$QEMU_M" -cpu host -m "$MEM" -smp 1 -nodefaults \
-    -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" -initrd "$INITRD" \
+    -no-user-config -nographic -no-reboot -serial stdio -kernel "$KERNEL" ${INITRD:+-initrd "$INITRD"} \
     -device isa-debug-exit,iobase=0xf4,iosize=1 -append "$CMDLINE $a" "$@"; }
 # Normal finish: kiln-vmm exits 0; QEMU's isa-debug-exit exits (status << 1) | 1 = 1.
 ok_rc() { [ "$1" = kiln ] && [ "$2" = 0 ] || { [ "$1" = qemu ] && [ "$2" = 1 ]; }; }
@@ -103,9 +109,11 @@ time_boot() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
   else fail_note "$1" "$2" "$rc" >&2; fi
 }
-log "boot: warm-up run of each (not timed)"
-time_boot kiln boot-kiln-warmup >/dev/null
-time_boot qemu boot-qemu-warmup >/dev/null
+if [ "$RUNS" -gt 0 ]; then
+  log "boot: warm-up run of each (not timed)"
+  time_boot kiln boot-kiln-warmup >/dev/null
+  time_boot qemu boot-qemu-warmup >/dev/null
+fi
 boot_kiln=() boot_qemu=() boot_fail_kiln=0 boot_fail_qemu=0
 for i in $(seq 1 "$RUNS"); do
   # alternate which goes first so neither always runs right after the other
@@ -193,15 +201,17 @@ raw "uptime_at_init kiln median_s=${uk:-na} qemu median_s=${uq:-na} ratio=${ur:-
 
 # ---- 3. blk (hook: runs once kiln-vmm has --disk) ------------------------------------------
 blk_rows=()
-if "$VMM" --help 2>&1 | grep -q -- '--disk'; then
+if [ -n "${KILN_BENCH_SKIP_BLK:-}" ]; then
+  raw "blk skipped: KILN_BENCH_SKIP_BLK"
+elif "$VMM" --help 2>&1 | grep -q -- '--disk'; then
   . bench/blk.sh
 else
   log "blk: skipped (kiln-vmm has no --disk yet)"; raw "blk skipped: kiln-vmm has no --disk"
 fi
-# ---- 4. vsock: not yet (needs a guest-side client/server and a host-side peer per VMM; see
-# the report in issue 5). Hook: bench/vsock.sh, sourced the same way, once --vsock exists.
-if "$VMM" --help 2>&1 | grep -q -- '--vsock' && [ -f bench/vsock.sh ]; then . bench/vsock.sh
-else raw "vsock skipped: no bench/vsock.sh yet"; fi
+# ---- 4. vsock: host->guest, guest->host, round trips (bench/vsock.sh) ----------------------
+[ -n "${KILN_BENCH_SKIP_VSOCK:-}" ] || . bench/vsock.sh
+# ---- 5. kiln run -- true against bare kiln-vmm and QEMU; runs per minute (bench/runner.sh) ----
+[ -n "${KILN_BENCH_SKIP_RUN:-}" ] || . bench/runner.sh
 
 # ---- table ---------------------------------------------------------------------------------
 row() { printf '%-38s %12s %14s %7s %9s %5s\n' "$@"; }
@@ -215,4 +225,4 @@ row "VMM total RSS while guest idles, MiB" "${mkt:-n/a}" "${mqt:-n/a}" "$(ratio 
 row "guest uptime at /init, median s" "${uk:-n/a}" "${uq:-n/a}" "${ur:-n/a}" "-" "-"
 for r in "${blk_rows[@]}"; do IFS='|' read -r a b c d e f <<< "$r"; row "$a" "$b" "$c" "$d" "$e" "$f"; done
 echo "raw figures: $RES"
-[ "${#boot_kiln[@]}" = "$RUNS" ] && [ "${#boot_qemu[@]}" = "$RUNS" ] && [ -n "$mko" ]
+[ "${#boot_kiln[@]}" = "$RUNS" ] && [ "${#boot_qemu[@]}" = "$RUNS" ] && { [ "$MEM_RUNS" = 0 ] || [ -n "$mko" ]; }

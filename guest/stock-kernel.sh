@@ -1,7 +1,7 @@
 #!/bin/bash
 # stock-kernel.sh: fetch Debian's stock kernel (the package linux-image-amd64 depends on) once
 # into a cache, then copy its vmlinuz to OUT. The cache also keeps the few modules that
-# tests/kvmhost.sh needs (KVM, virtio, 9p).
+# tests/kvmhost.sh needs (KVM, virtio, 9p, and vhost-vsock for the QEMU peer of bench/vsock.sh).
 # usage: guest/stock-kernel.sh OUT      copy the cached vmlinuz to OUT
 #        guest/stock-kernel.sh --dir    print the cache directory (vmlinuz, modules/)
 set -euo pipefail
@@ -17,7 +17,8 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || { echo "stock-kernel: cannot resolve linux-image-amd64" >&2; exit 1; }
 
-dir=$cache/stock-$pkg
+# .2: the module set grew (vhost, vsock); an older cache lacks them
+dir=$cache/stock-$pkg.2
 if [ ! -f "$dir/vmlinuz" ]; then
   mkdir -p "$cache"
   t=$(mktemp -d "$cache/stock.XXXXXX")
@@ -28,9 +29,10 @@ if [ ! -f "$dir/vmlinuz" ]; then
   dpkg -x "$t"/*.deb "$t/root"
   mkdir -p "$t/out/modules"
   cp "$t"/root/boot/vmlinuz-* "$t/out/vmlinuz"
-  # Keep only what kvmhost loads: KVM, virtio-pci, 9p (with their dependencies).
+  # Keep only what kvmhost loads: KVM, virtio-pci, 9p, vhost-vsock (with their dependencies).
   k=$(echo "$t"/root/lib/modules/*/kernel)
   (cd "$k" && find virt arch/x86/kvm drivers/crypto/ccp drivers/virtio net/9p fs/netfs fs/fscache fs/9p \
+     drivers/vhost net/vmw_vsock \
      -name '*.ko*' 2>/dev/null | cpio --quiet -pdm "$t/out/modules")
   rm -rf "$dir" && mv "$t/out" "$dir"
 fi

@@ -26,7 +26,8 @@ CACHE=${KILN_CACHE:-/var/cache/kiln}/kvmhost/$(basename "$kdir")
 MODS="irqbypass:virt/lib kvm:arch/x86/kvm ccp:drivers/crypto/ccp kvm-amd:arch/x86/kvm kvm-intel:arch/x86/kvm
   virtio_ring:drivers/virtio virtio:drivers/virtio virtio_pci_modern_dev:drivers/virtio
   virtio_pci_legacy_dev:drivers/virtio virtio_pci:drivers/virtio 9pnet:net/9p 9pnet_virtio:net/9p
-  netfs:fs/netfs fscache:fs/fscache 9p:fs/9p"
+  netfs:fs/netfs fscache:fs/fscache 9p:fs/9p vhost_iotlb:drivers/vhost vhost:drivers/vhost vsock:net/vmw_vsock
+  vmw_vsock_virtio_transport_common:net/vmw_vsock vhost_vsock:drivers/vhost"
 # Rebuild the L1 initramfs when this script changes.
 key=$(sha256sum "$0" | cut -c1-16)
 if [ ! -f "$CACHE/l1-$key.cpio.gz" ]; then
@@ -45,6 +46,9 @@ W=$(arg kvmhost.dir) ID=$(arg kvmhost.id)
 for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p; do
   $B insmod /mods/$m.ko || echo "kvmhost: insmod $m failed"; done
 $B insmod /mods/kvm-intel.ko 2>/dev/null  # fails on the emulated AMD CPU; harmless
+# vhost-vsock: only bench/vsock.sh's QEMU peer (vhost-vsock-device) uses it
+for m in vhost_iotlb vhost vsock vmw_vsock_virtio_transport_common vhost_vsock; do
+  $B insmod /mods/$m.ko || echo "kvmhost: insmod $m failed"; done
 [ -c /dev/kvm ] || echo "kvmhost: no /dev/kvm in the emulated host"
 o=trans=virtio,version=9p2000.L,msize=512000
 $B mount -t 9p -o $o,cache=loose,ro hostroot /host || echo "kvmhost: mounting / failed"

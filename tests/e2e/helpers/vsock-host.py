@@ -25,10 +25,28 @@ def die(msg):
     sys.exit(1)
 
 
+def vsock_cid(uds):
+    """The guest CID when uds names a kernel vsock peer ("vsock:CID", QEMU's vhost-vsock in
+    bench/vsock.sh), else None (a kiln-vmm Unix socket)."""
+    return int(uds[6:]) if uds.startswith("vsock:") else None
+
+
 def handshake(uds, port, retry_s=0.0):
     """Connect to the VMM's socket and CONNECT to guest port; the socket, or None if refused
-    (closed without OK) after retrying for retry_s seconds."""
+    (closed without OK) after retrying for retry_s seconds. With uds "vsock:CID" it connects to
+    the guest port over the host kernel's AF_VSOCK instead (no handshake there)."""
     deadline = time.monotonic() + retry_s
+    cid = vsock_cid(uds)
+    while cid is not None:
+        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        try:
+            s.connect((cid, port))
+            return s
+        except OSError:
+            s.close()
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
     while True:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -110,6 +128,11 @@ def drain(s, h=None):
 
 
 def listener(uds, port):
+    if vsock_cid(uds) is not None:
+        ls = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        ls.bind((socket.VMADDR_CID_ANY, port))
+        ls.listen(4096)
+        return ls, None
     path = f"{uds}_{port}"
     if os.path.exists(path):
         os.unlink(path)
@@ -117,6 +140,11 @@ def listener(uds, port):
     ls.bind(path)
     ls.listen(4096)
     return ls, path
+
+
+def unlink(path):
+    if path is not None:
+        os.unlink(path)
 
 
 def mib_s(n, secs):
@@ -200,7 +228,7 @@ def cmd_g2h(uds, aport, hport, nbytes):
     finally:
         t.join(timeout=300)
         ls.close()
-        os.unlink(path)
+        unlink(path)
     guest = out.split()[0]
     print(f"bytes={res['n']} secs={res['secs']:.2f} mib_s={mib_s(res['n'], res['secs']):.1f}")
     print(f"host_sha256={res['sha']}")
@@ -523,7 +551,64 @@ def cmd_rtt(uds, port, count, size="64"):
     return 0
 
 
-CMDS = {"agent": cmd_agent, "echo": cmd_echo, "h2g": cmd_h2g, "g2h": cmd_g2h,
+def cmd_bench_h2g(uds, aport, dport, nbytes):
+    """Benchmark host -> guest: nbytes of one repeated 256 KiB block into `kiln-vsock accept`
+    (to /dev/null), no hashing on either side; timed from the first byte to the guest's report
+    that it read everything. Prints mib_s."""
+    aport, dport, nbytes = int(aport), int(dport), int(nbytes)
+    res = {}
+    t = threading.Thread(target=lambda: res.update(
+        r=agent(uds, aport, f"kiln-vsock accept {dport} </dev/null | wc -c")))
+    t.start()
+    s = handshake(uds, dport, retry_s=20)
+    if s is None:
+        die("data port refused")
+    buf = os.urandom(CHUNK)
+    t0 = time.monotonic()
+    n = 0
+    while n < nbytes:
+        c = min(CHUNK, nbytes - n)
+        s.sendall(buf[:c])
+        n += c
+    s.shutdown(socket.SHUT_WR)
+    drain(s)
+    t.join()
+    secs = time.monotonic() - t0
+    s.close()
+    rc, out = res["r"]
+    got = int(out.split()[0]) if rc == 0 and out.split() else -1
+    print(f"bytes={n} guest_bytes={got} secs={secs:.3f} mib_s={mib_s(n, secs):.2f}")
+    return 0 if got == nbytes else 1
+
+
+def cmd_bench_g2h(uds, aport, hport, nbytes):
+    """Benchmark guest -> host: `kiln-vsock send` nbytes to host port hport; the host only
+    counts. Timed on the host from accept to EOF. Prints mib_s."""
+    aport, hport, nbytes = int(aport), int(hport), int(nbytes)
+    ls, path = listener(uds, hport)
+    res = {}
+
+    def sink():
+        c, _ = ls.accept()
+        t0 = time.monotonic()
+        n = drain(c)
+        res.update(n=n, secs=time.monotonic() - t0)
+        c.close()
+
+    t = threading.Thread(target=sink)
+    t.start()
+    try:
+        must_agent(uds, aport, f"kiln-vsock send {nbytes} 2 {hport} 7")
+    finally:
+        t.join(timeout=600)
+        ls.close()
+        unlink(path)
+    n, secs = res.get("n", 0), res.get("secs", 0.0)
+    print(f"bytes={n} secs={secs:.3f} mib_s={mib_s(n, secs):.2f}")
+    return 0 if n == nbytes else 1
+
+
+CMDS = {"bench-h2g": cmd_bench_h2g, "bench-g2h": cmd_bench_g2h, "agent": cmd_agent, "echo": cmd_echo, "h2g": cmd_h2g, "g2h": cmd_g2h,
         "g2h-echo": cmd_g2h_echo, "concurrent": cmd_concurrent, "stream": cmd_stream,
         "killmid": cmd_killmid, "handshake": cmd_handshake, "flood": cmd_flood,
         "stop": cmd_stop, "rtt": cmd_rtt}
