@@ -63,7 +63,7 @@ $(B)/kiln-vmm: $(B)/vmm/main.o $(POL_OBJS) $(B)/policy/filters.o $(B)/libkiln.a
 # `make seccomp-trigger` builds build/seccomp-trigger/kiln-vmm, a debug-only VMM in which exit
 # status 0x5c (92) makes a vCPU thread call execve (tests/e2e/seccomp.bats); never ship it.
 
-$(B)/policy/gen: policy/gen.c $(POL_SRCS) policy/policy.h
+$(B)/policy/gen: policy/gen.c $(POL_SRCS) policy/policy.h vmm/seccomp_bpf.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(INC) -O2 -o $@ policy/gen.c $(POL_SRCS) -lseccomp
 

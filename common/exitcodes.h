@@ -15,6 +15,7 @@ enum kiln_exit {
 	KILN_EXIT_GUEST_STATUS = 5, /* guest finished normally but reported a non-zero status */
 	KILN_EXIT_GUEST_FAULT = 6,  /* guest left the vCPU in a state KVM cannot run */
 	KILN_EXIT_JAIL = 7,         /* kiln-jailer: jail setup failed (undone), or --cleanup refused */
+	KILN_EXIT_NOT_RELEASED = 8, /* kiln-vmm --hold-fd: end of file (or an error) before the start byte */
 };
 
 /* The exit-status table as printed in --help. */
@@ -28,7 +29,9 @@ enum kiln_exit {
 	"  4  guest reset, rebooted or panicked\n"                                  \
 	"  5  guest finished normally with a non-zero status (printed on stderr)\n" \
 	"  6  guest fault: the vCPU entered a state KVM cannot run\n"                \
-	"  7  kiln-jailer: jail setup failed (everything it created was removed)\n"
+	"  7  kiln-jailer: jail setup failed (everything it created was removed)\n" \
+	"  8  --hold-fd reached end of file before the start byte: the guest never\n" \
+	"     ran\n"
 
 /*
  * Exit statuses of `kiln run`: the command's own status (0-255; 128+N when signal N killed it)

@@ -9,11 +9,15 @@
 /*
  * Installed at the top of each vCPU thread, before its first KVM_RUN. A vCPU thread does no
  * device I/O: a queue notify reaches the loop through an ioeventfd, the serial device and vsock
- * wake the loop with an eventfd write, and interrupts go through irqfds or KVM_IRQ_LINE.
+ * wake the loop with an eventfd write, and interrupts go through irqfds or KVM_IRQ_LINE. Each
+ * thread's copy of the program is pinned to its own vCPU fd (KVM_RUN) and the VM fd
+ * (KVM_IRQ_LINE): a thread cannot run another thread's vCPU.
  */
 static const struct pol_rule rules[] = {
-	POL_ALLOW_IF(ioctl, "run the guest", POL_ARG_EQ32(1, KVM_RUN)),
-	POL_ALLOW_IF(ioctl, "serial interrupt (COM1 on the in-kernel IOAPIC)", POL_ARG_EQ32(1, KVM_IRQ_LINE)),
+	POL_ALLOW_IF(ioctl, "run the guest", POL_ARG_FD(0, POL_FD_VCPU, 1, "<own vCPU fd>"),
+		     POL_ARG_EQ32(1, KVM_RUN)),
+	POL_ALLOW_IF(ioctl, "serial interrupt (COM1 on the in-kernel IOAPIC)", POL_ARG_FD(0, POL_FD_VM, 1, "<VM fd>"),
+		     POL_ARG_EQ32(1, KVM_IRQ_LINE)),
 	POL_ALLOW(write, "eventfds: serial output/rx wake-ups, stop, irqfd, vsock deferred kick; stderr"),
 	POL_ALLOW_IF(futex, "device and serial locks", POL_ARG_EQ32(1, FUTEX_WAIT_PRIVATE)),
 	POL_ALLOW_IF(futex, "device and serial locks", POL_ARG_EQ32(1, FUTEX_WAKE_PRIVATE)),

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct opts {
 	unsigned int ndisks;
 	struct vsock_opts vsock;
 	int has_vsock;
+	int hold_fd; /* --hold-fd, or -1 */
 };
 
 static void usage(FILE *f)
@@ -60,6 +62,11 @@ static void usage(FILE *f)
 		"                   virtio-vsock, guest CID N (>= 3), host side on the Unix\n"
 		"                   socket PATH (Firecracker protocol: CONNECT <port>; guest\n"
 		"                   connections to host port P go to PATH_P)\n"
+		"  --hold-fd N      hold the VM before the guest's first instruction: every\n"
+		"                   thread filtered, kiln-vmm prints one line on stderr and\n"
+		"                   waits for one byte on fd N (open for reading, blocking,\n"
+		"                   3 or more), then runs the guest; end of file on N ends\n"
+		"                   kiln-vmm with status 8 and the guest never runs\n"
 		"  --print-policy   print the seccomp rules of each thread class and exit\n"
 		"  --help           this text\n\n"
 		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
@@ -69,7 +76,7 @@ static void usage(FILE *f)
 
 static void parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HELP, O_POLICY };
+	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HOLD, O_HELP, O_POLICY };
 	static const struct option lopts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initrd", required_argument, NULL, O_INITRD },
@@ -78,6 +85,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "vcpus", required_argument, NULL, O_VCPUS },
 		{ "disk", required_argument, NULL, O_DISK },
 		{ "vsock", required_argument, NULL, O_VSOCK },
+		{ "hold-fd", required_argument, NULL, O_HOLD },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "print-policy", no_argument, NULL, O_POLICY },
 		{ NULL, 0, NULL, 0 },
@@ -89,6 +97,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 	o->mem_mib = 128;
 	o->vcpus = 1;
 	o->cmdline = DEFAULT_CMDLINE;
+	o->hold_fd = -1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (c) {
@@ -124,6 +133,12 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 					 "--vsock '%s': need cid=N,uds=PATH[,max_conns=N] with N >= 3", optarg);
 			o->has_vsock = 1;
 			break;
+		case O_HOLD:
+			if (parse_u64(optarg, 3, INT_MAX, &v) < 0)
+				kiln_die(KILN_EXIT_USAGE, "--hold-fd '%s': need a file descriptor number, 3 or more",
+					 optarg);
+			o->hold_fd = (int)v;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(KILN_EXIT_OK);
@@ -140,6 +155,17 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		kiln_die(KILN_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
 	if (!o->kernel)
 		kiln_die(KILN_EXIT_USAGE, "--kernel is required (see --help)");
+	/* Before kiln-vmm opens anything, or a closed N could become one of its own fds. */
+	if (o->hold_fd >= 0) {
+		int fl = fcntl(o->hold_fd, F_GETFL);
+		if (fl < 0)
+			kiln_die(KILN_EXIT_USAGE, "--hold-fd %d: not an open file descriptor", o->hold_fd);
+		if ((fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH))
+			kiln_die(KILN_EXIT_USAGE, "--hold-fd %d: not open for reading", o->hold_fd);
+		if (fl & O_NONBLOCK)
+			kiln_die(KILN_EXIT_USAGE, "--hold-fd %d: non-blocking; kiln-vmm waits in a blocking read",
+				 o->hold_fd);
+	}
 	size_t clen = strlen(o->cmdline);
 	if (clen > BOOT_CMDLINE_MAX)
 		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, at most %d allowed", clen,
@@ -276,6 +302,44 @@ static const struct {
 	{ "virtio-vsock", vsock_setup, vsock_teardown },
 };
 
+/* The fds the main thread's pinned rules may use (policy/loop.c), bound to their slots. */
+static void loop_fds(const struct vmm *m, struct pol_fds *f)
+{
+	_Static_assert(MAX_DISKS == POL_FD_NDISKS, "one disk fd slot per disk");
+	pol_fds_init(f);
+	for (unsigned int i = 0; i < m->o.ndisks; i++)
+		pol_fds_set(f, POL_FD_DISK0 + i, m->disk_fd[i]);
+	pol_fds_set(f, POL_FD_VM, m->vm.vm_fd);
+	pol_fds_set(f, POL_FD_EPOLL, m->loop.ep);
+	if (m->o.has_vsock) {
+		pol_fds_set(f, POL_FD_VSOCK_LISTEN, m->vsock.listen_fd);
+		pol_fds_set(f, POL_FD_VSOCK_TIMER, m->vsock.timer_fd);
+	}
+}
+
+/* --hold-fd: every thread is filtered and the vCPUs wait at the start gate. Say so, then block
+ * until one byte arrives on fd (0) or it ends (-1, after a message). Runs under the loop filter. */
+static int hold(int fd, unsigned int nvcpus)
+{
+	kiln_warn("held before the first guest instruction, all %u threads filtered; "
+		  "one byte on fd %d starts the guest", 1 + nvcpus, fd);
+	for (;;) {
+		char b;
+		ssize_t n = read(fd, &b, 1);
+		if (n == 1) {
+			close(fd);
+			return 0;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			kiln_warn("--hold-fd %d: end of file before the start byte; the guest did not run", fd);
+		else
+			kiln_warn_errno(errno, "--hold-fd %d: no start byte; the guest did not run", fd);
+		return -1;
+	}
+}
+
 /* Release everything: devices done (count) in reverse, their VM plumbing, the loop, the VM. */
 static void vmm_teardown(struct vmm *m, size_t devs_done)
 {
@@ -301,7 +365,8 @@ int main(int argc, char **argv)
 	char why[256];
 	uint64_t ksize, isize = 0, initrd_addr = 0;
 	size_t devs = 0;
-	int kfd, ifd = -1, r;
+	struct pol_fds fds;
+	int kfd, ifd = -1, r, run, not_released = 0;
 
 	kiln_set_progname("kiln-vmm");
 	signal(SIGPIPE, SIG_IGN);
@@ -417,12 +482,21 @@ int main(int argc, char **argv)
 	if (vm_create_vcpus(&m->vm, bz.entry) < 0)
 		goto fail;
 
-	/* 5. Run until the guest or an error stops the VM. The vCPU threads exist now, so the main
-	 * thread's filter needs no clone; the vCPUs wait for it (even when vm_start failed). */
+	/* 5. Every thread filtered before the guest's first instruction (seccomp.h: the start
+	 * sequence), then run until the guest or an error stops the VM. The vCPU threads exist now,
+	 * so the main thread's filter needs no clone; they wait at the gate even when vm_start failed. */
 	r = vm_start(&m->vm);
-	if (seccomp_install(SECCOMP_CLASS_LOOP) < 0)
+	loop_fds(m, &fds);
+	run = seccomp_install_loop(&fds) == 0;
+	run = seccomp_wait_vcpus(vm_started(&m->vm)) == 0 && run && r == 0;
+	if (run && o->hold_fd >= 0 && hold(o->hold_fd, m->vm.ncpus) < 0) {
+		run = 0;
+		not_released = 1;
+	}
+	seccomp_open_gate(run);
+	if (!run)
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
-	else if (r == 0 && (r = evloop_run(&m->loop)) < 0) {
+	else if ((r = evloop_run(&m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	}
@@ -437,6 +511,8 @@ int main(int argc, char **argv)
 	if (atomic_load(&m->con.irq_errors))
 		kiln_warn("serial interrupt injection failed %u times", atomic_load(&m->con.irq_errors));
 	vmm_teardown(m, devs);
+	if (not_released)
+		return KILN_EXIT_NOT_RELEASED;
 	switch (why_stop) {
 	case VM_STOP_EXIT:
 		if (status == 0)

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "policy/policy.h"
 #include "util.h"
 
 enum seccomp_class {
@@ -12,21 +13,45 @@ enum seccomp_class {
 };
 
 /*
- * Set NO_NEW_PRIVS on the calling thread and load the class's embedded BPF program with the raw
- * seccomp(2) syscall (no allocation, nothing that needs a syscall the filter refuses).
- * Ordering: the main thread calls it for SECCOMP_CLASS_LOOP after vm_start (the vCPU threads
- * exist, so it never needs clone) and before evloop_run; it must be called on that path even
- * when vm_start failed, since it also opens the start gate. Each vCPU thread calls it for
- * SECCOMP_CLASS_VCPU before its first KVM_RUN; that call returns only after the main thread's
- * own filter is in place (or failed), so no thread runs unfiltered while the guest runs.
- * Returns 0, or a negative errno after printing a message (vCPU: also when the main thread
- * failed, -ECANCELED). On failure the caller must stop the VM: never run the guest unfiltered.
+ * The start sequence (every thread filtered before the guest's first instruction):
+ *   main thread                         each vCPU thread
+ *   vm_start: create the vCPU threads   seccomp_install_vcpu: load its filter, report,
+ *   seccomp_install_loop                  wait at the start gate
+ *   seccomp_wait_vcpus (all reported)
+ *   [--hold-fd: wait for the start byte]
+ *   seccomp_open_gate(1)            ->  return 0, first KVM_RUN
+ * On any failure the main thread calls seccomp_open_gate(0) instead: every vCPU thread's
+ * seccomp_install_vcpu returns -ECANCELED and the guest never runs.
  */
-int seccomp_install(enum seccomp_class c) KILN_WUR;
 
-/* NO_NEW_PRIVS and the class's filter on the calling thread, without the start gate (for tests).
- * Returns 0 or a negative errno; prints nothing. */
-int seccomp_load(enum seccomp_class c) KILN_WUR;
+/*
+ * Set NO_NEW_PRIVS on the calling thread, copy the class's embedded BPF program, write the fds
+ * bound in fds over its placeholders (policy.h) and load it with the raw seccomp(2) syscall.
+ * Refuses (-EINVAL) a binding that gives two of the class's slots the same value. Returns 0 or a
+ * negative errno; prints nothing; no start gate (tests use it directly).
+ */
+int seccomp_load(enum seccomp_class c, const struct pol_fds *fds) KILN_WUR;
+
+/* Main thread: load the loop class pinned to fds. Call after vm_start (the vCPU threads exist, so
+ * the filter never needs clone) and before evloop_run. 0, or a negative errno after a message. */
+int seccomp_install_loop(const struct pol_fds *fds) KILN_WUR;
+
+/*
+ * vCPU thread, before its first KVM_RUN: load the vcpu class pinned to fds (its own vCPU fd and
+ * the VM fd), report to seccomp_wait_vcpus, then wait until the main thread opens the start gate.
+ * Returns 0 when the guest may run; a negative errno after a message when the filter could not be
+ * loaded; -ECANCELED, silently, when the main thread closed the gate for good. On any failure
+ * the caller must stop the VM: never run the guest unfiltered.
+ */
+int seccomp_install_vcpu(const struct pol_fds *fds) KILN_WUR;
+
+/* Main thread: wait until n vCPU threads have reported (each has loaded its filter, or failed,
+ * and now waits at the gate). 0 when all n loaded theirs, -ECANCELED when any failed. */
+int seccomp_wait_vcpus(unsigned int n) KILN_WUR;
+
+/* Main thread: open the start gate once: run != 0 lets the vCPU threads run the guest, 0 makes
+ * them return -ECANCELED. Call on every path after vm_start, even when it failed. */
+void seccomp_open_gate(int run);
 
 /* Print the effective rules of every class (--print-policy) and the size of each BPF program. */
 void seccomp_print_policy(FILE *f);

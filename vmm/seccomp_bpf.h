@@ -4,11 +4,20 @@
 
 #include <linux/filter.h>
 
-#define KILN_BPF_CLASSES 2 /* POL_CLASS_N: loop, vcpu */
+#define KILN_BPF_CLASSES 2      /* POL_CLASS_N: loop, vcpu */
+#define KILN_BPF_MAX_INSNS 1024 /* policy/gen refuses a longer program; vmm/seccomp.c copies onto the stack */
+
+/* One fd placeholder in a program: instruction insn is `jeq #POL_FD_PLACEHOLDER(slot)`. */
+struct kiln_bpf_fd {
+	unsigned short insn;
+	unsigned char slot;
+};
 
 struct kiln_bpf {
 	const struct sock_filter *prog;
 	unsigned short len;
+	const struct kiln_bpf_fd *fds; /* every placeholder of prog, in instruction order */
+	unsigned short nfds;
 };
 
 /* Indexed by enum pol_class_id. */

@@ -274,13 +274,18 @@ static void *vcpu_thread(void *arg)
 	struct vcpu *c = arg;
 	struct vm *vm = c->vm;
 	struct kvm_run *run = c->run;
+	struct pol_fds fds;
 	sigset_t set;
 
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIG);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	/* Filtered before the first KVM_RUN; waits until the main thread is filtered too. */
-	if (seccomp_install(SECCOMP_CLASS_VCPU) < 0) {
+	/* Filtered before the first KVM_RUN, pinned to this vCPU's fd and the VM fd; waits at the
+	 * start gate until the main thread is filtered too (and, with --hold-fd, released). */
+	pol_fds_init(&fds);
+	pol_fds_set(&fds, POL_FD_VM, vm->vm_fd);
+	pol_fds_set(&fds, POL_FD_VCPU, c->fd);
+	if (seccomp_install_vcpu(&fds) < 0) {
 		vm_request_stop(vm, VM_STOP_ERROR, 0);
 		return NULL;
 	}
@@ -373,6 +378,14 @@ int vm_start(struct vm *vm)
 	}
 	pthread_attr_destroy(&attr);
 	return 0;
+}
+
+unsigned int vm_started(const struct vm *vm)
+{
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		n += vm->vcpu[i].started != 0;
+	return n;
 }
 
 void vm_join(struct vm *vm)

@@ -79,8 +79,15 @@ int vm_add_mmio(struct vm *vm, const struct mmio_dev *d) KILN_WUR;
 /* Assert (1) or deassert (0) a guest IRQ line. Thread-safe. */
 int vm_irq_line(struct vm *vm, uint32_t irq, int level) KILN_WUR;
 
-/* Start one thread per vCPU. */
+/*
+ * Start one thread per vCPU. Each loads its seccomp filter and waits at the start gate
+ * (seccomp.h) before its first KVM_RUN. On failure the threads already started stay, a stop is
+ * requested and the error is returned; the caller still runs the gate sequence.
+ */
 int vm_start(struct vm *vm) KILN_WUR;
+
+/* How many vCPU threads vm_start started (and vm_join will wait for). */
+unsigned int vm_started(const struct vm *vm);
 
 /* Record why the VM stops (first caller wins) and wake the event loop and every vCPU. */
 void vm_request_stop(struct vm *vm, enum vm_stop why, int status);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # seccomp.bats: kiln-vmm runs every thread under its build-time seccomp filter (Seccomp: 2,
-# NoNewPrivs: 1), a heavy guest workload needs nothing outside the allowlists, and a forbidden
-# call kills the whole VMM with SIGSYS (debug-only trigger build). Policy: policy/*.c.
+# NoNewPrivs: 1) before the guest's first instruction (--hold-fd) and while it runs, a heavy guest
+# workload needs nothing outside the allowlists (fd-pinned rules included), and a forbidden call
+# kills the whole VMM with SIGSYS (debug-only trigger build). Policy: policy/*.c.
 
 load helpers
 
@@ -58,7 +59,8 @@ wait_exit() {
   local end=$((SECONDS + 300))
   while [ $SECONDS -lt $end ] && alive; do sleep 0.2; done
   alive && { kill -KILL "$VPID"; fail "kiln-vmm still running after 300 s"; }
-  wait "$VPID"; VRC=$?
+  VRC=0
+  wait "$VPID" || VRC=$?
 }
 
 # ---- without KVM -------------------------------------------------------------------------
@@ -68,7 +70,14 @@ wait_exit() {
   assert_success
   assert_line --regexp '^class loop \(main thread: .*\): [0-9]+ syscalls, [0-9]+ rules, default: kill the process$'
   assert_line --regexp '^class vcpu \(vCPU threads: .*\): [0-9]+ syscalls, [0-9]+ rules, default: kill the process$'
-  assert_line --regexp '^  ioctl +arg1 == KVM_RUN +# run the guest$'
+  assert_line --regexp '^  ioctl +arg0 == <own vCPU fd> && arg1 == KVM_RUN +# run the guest$'
+  assert_line --regexp '^  ioctl +arg0 == <VM fd> && arg1 == KVM_IRQ_LINE +# serial interrupt'
+  assert_line --regexp '^  preadv +arg0 == <disk fd> +# virtio-blk reads$'
+  assert_line --regexp '^  fallocate +arg0 == <disk fd> && arg1 == FALLOC_FL_PUNCH_HOLE'
+  assert_line --regexp '^  accept4 +arg0 == <vsock listener fd> && arg3 == SOCK_NONBLOCK'
+  assert_line --regexp '^  epoll_wait +arg0 == <epoll fd> +#'
+  assert_line --regexp '^  timerfd_settime +arg0 == <vsock timerfd> +#'
+  refute_line --regexp '^  (preadv|pwritev|pwrite64|fdatasync|fallocate|accept4|epoll_wait|epoll_ctl|ioctl) +any arguments'
   assert_line --regexp '^  socket +arg0 == AF_UNIX && arg1 == SOCK_STREAM'
   assert_line --regexp '^  mmap +\(arg2 & PROT_EXEC\) == 0 && arg4 == -1 '
   refute_line --regexp '^  (execve|clone|clone3|fork|openat|ptrace|mount|bpf) '
@@ -102,7 +111,92 @@ wait_exit() {
   refute_output 0
 }
 
+@test "seccomp: a bad --hold-fd is rejected before anything is opened (exit 2)" {
+  local none=$BATS_TEST_TMPDIR/no-such-kernel v
+  for v in abc 0 1 2 -1 '' 2147483648; do
+    run --separate-stderr "$KILN_VMM" --kernel "$none" --hold-fd "$v"
+    assert_equal "$status" 2
+    assert_equal "$stderr" "kiln-vmm: --hold-fd '$v': need a file descriptor number, 3 or more"
+  done
+  run --separate-stderr "$KILN_VMM" --kernel "$none" --hold-fd 57 57<&-
+  assert_equal "$status" 2
+  assert_equal "$stderr" "kiln-vmm: --hold-fd 57: not an open file descriptor"
+  run --separate-stderr "$KILN_VMM" --kernel "$none" --hold-fd 5 5>/dev/null
+  assert_equal "$status" 2
+  assert_equal "$stderr" "kiln-vmm: --hold-fd 5: not open for reading"
+  # a valid hold fd gets as far as the kernel image
+  run --separate-stderr "$KILN_VMM" --kernel "$none" --hold-fd 5 5</dev/null
+  assert_equal "$status" 3
+  assert_equal "$stderr" "kiln-vmm: cannot open kernel $none: No such file or directory"
+}
+
+@test "seccomp: a non-blocking --hold-fd is rejected (exit 2)" {
+  command -v python3 >/dev/null || skip "python3 missing (opens the non-blocking fd)"
+  run --separate-stderr python3 -c '
+import os, sys
+fd = os.open("/dev/null", os.O_RDONLY | os.O_NONBLOCK)
+os.dup2(fd, 5)
+os.set_inheritable(5, True) # dup2 onto itself keeps close-on-exec
+os.execv(sys.argv[1], sys.argv[1:])' "$KILN_VMM" --kernel "$BATS_TEST_TMPDIR/none" --hold-fd 5
+  assert_equal "$status" 2
+  assert_equal "$stderr" "kiln-vmm: --hold-fd 5: non-blocking; kiln-vmm waits in a blocking read"
+}
+
+@test "seccomp: --help and the README document --hold-fd and exit 8" {
+  run "$KILN_VMM" --help
+  assert_success
+  assert_line --regexp '^  --hold-fd N +hold the VM before the guest'"'"'s first instruction'
+  assert_line '  8  --hold-fd reached end of file before the start byte: the guest never'
+  grep -q -- '--hold-fd N' "$ROOT/README.md" || fail "README.md does not mention --hold-fd N"
+  grep -q '^| 8 | ' "$ROOT/README.md" || fail "README.md has no exit status 8"
+}
+
 # ---- with KVM ----------------------------------------------------------------------------
+
+HELD_LINE="kiln-vmm: held before the first guest instruction, all 3 threads filtered; one byte on fd 5 starts the guest"
+
+# start_held OUT ARGS...: kiln-vmm ARGS --hold-fd 5 in the background, fd 5 reading the FIFO
+# $BATS_TEST_TMPDIR/hold whose only writer is this shell's fd 6; waits for the held line.
+start_held() {
+  local out=$1; shift
+  mkfifo "$BATS_TEST_TMPDIR/hold"
+  exec 6<> "$BATS_TEST_TMPDIR/hold"
+  "$KILN_VMM" "$@" --hold-fd 5 5< "$BATS_TEST_TMPDIR/hold" 6>&- < /dev/null > "$out" 2> "$out.err" &
+  VPID=$!
+  echo "$VPID" >> "$BATS_TEST_TMPDIR/pids"
+  wait_for "$out.err" '^kiln-vmm: held' 120 || fail "no held line: $(cat "$out.err")"
+  assert_equal "$(cat "$out.err")" "$HELD_LINE"
+}
+
+@test "seccomp: --hold-fd holds every thread filtered before the guest's first instruction; a byte starts it (2 vCPUs)" {
+  need_kvm
+  local out=$BATS_TEST_TMPDIR/out
+  start_held "$out" --kernel "$KERNEL" --initrd "$INITRD" --vcpus 2 --cmdline "$CMDLINE kiln.test=boot"
+  check_threads "$VPID" 3
+  sleep 1
+  alive || fail "kiln-vmm ended while held: $(cat "$out.err")"
+  [ ! -s "$out" ] || fail "the guest printed before the release: $(head -c 300 "$out")"
+  check_threads "$VPID" 3
+  printf x >&6
+  exec 6>&-
+  wait_exit
+  [ "$VRC" -eq 0 ] || fail "exit $VRC: $(cat "$out.err")"
+  grep -q '^KILN-BOOT-OK cpus=2 ' "$out" || fail "no boot: $(tail -5 "$out")"
+  assert_equal "$(cat "$out.err")" "$HELD_LINE"
+}
+
+@test "seccomp: end of file on --hold-fd ends kiln-vmm with exit 8 and the guest never runs" {
+  need_kvm
+  local out=$BATS_TEST_TMPDIR/out
+  start_held "$out" --kernel "$KERNEL" --initrd "$INITRD" --vcpus 2 --cmdline "$CMDLINE kiln.test=boot"
+  check_threads "$VPID" 3
+  exec 6>&-
+  wait_exit
+  [ "$VRC" -eq 8 ] || fail "exit $VRC, want 8: $(cat "$out.err")"
+  [ ! -s "$out" ] || fail "the guest ran: $(head -c 300 "$out")"
+  assert_equal "$(cat "$out.err")" "$HELD_LINE
+kiln-vmm: --hold-fd 5: end of file before the start byte; the guest did not run"
+}
 
 @test "seccomp: every thread shows Seccomp 2 and NoNewPrivs 1 while the guest runs (2 vCPUs)" {
   need_kvm
