@@ -368,16 +368,22 @@ def cmd_killmid(uds, port, nbytes):
     a = threading.Thread(target=lambda: res.update(r=echo_transfer(uds, port, nbytes, prog)))
     b = subprocess.Popen([sys.executable, __file__, "stream", uds, str(port)],
                          stdout=subprocess.PIPE, text=True)
-    a.start()
-    # Kill B once it has echoed 2 MiB and A is under way.
+    # A starts once B is streaming (B's first MiB echoed: a fresh interpreter is slow to start
+    # in the emulated host, and A could otherwise finish first); B is killed once it has echoed
+    # 2 MiB and A is under way.
     t0 = time.monotonic()
-    b_bytes = 0
+    b_bytes, a_started = 0, False
     for line in b.stdout:
         b_bytes = int(line)
+        if not a_started:
+            a.start()
+            a_started = True
         if b_bytes >= 2 << 20 and prog[0] > 0:
             break
         if time.monotonic() - t0 > 120:
             break
+    if not a_started:
+        a.start()  # B never streamed: A still runs, and the check below fails the test
     a_at_kill = prog[0]
     b.kill()
     b.wait()
