@@ -366,7 +366,7 @@ int ka_exit_decode(const uint8_t *p, size_t len, struct ka_exit *out)
 	rc = rd_end(&r);
 	if (rc)
 		return rc;
-	if (zero || (out->flags & ~(KA_EXIT_F_OOM | KA_EXIT_F_CORE)))
+	if (zero || (out->flags & ~(KA_EXIT_F_OOM | KA_EXIT_F_CORE | KA_EXIT_F_PIDS)))
 		return KA_EVALUE;
 	if (out->kind == KA_EXITED)
 		return out->code <= 255 ? 0 : KA_EVALUE;

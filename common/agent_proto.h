@@ -99,6 +99,7 @@ enum ka_user { KA_USER_ROOT = 0, KA_USER_SANDBOX = 1 };
 enum ka_exit_kind { KA_EXITED = 0, KA_SIGNALED = 1 };
 #define KA_EXIT_F_OOM 1u        /* the guest OOM killer killed a process while the command ran */
 #define KA_EXIT_F_CORE 2u       /* the command dumped core */
+#define KA_EXIT_F_PIDS 4u       /* a fork or clone of the command failed at its pids.max (--pids) */
 
 struct ka_hdr {
 	uint8_t type;

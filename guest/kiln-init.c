@@ -48,8 +48,11 @@
 #define SANDBOX_GID 1000
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define OUT_CAP (3 * KA_MAX_FRAME)
+#define CG_ROOT "/sys/fs/cgroup"
+#define CMD_CGROUP CG_ROOT "/command"
 
 static int sig_fd = -1, listen_fd = -1, work_fd = -1;
+static int cg_fd = -1; /* the command's cgroup v2 directory; -1: the kernel has no pids cgroup */
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
@@ -162,6 +165,70 @@ static void loopback_up(void)
 	close(fd);
 }
 
+/*
+ * The command's cgroup: cgroup v2 at /sys/fs/cgroup with the pids controller, the command in
+ * /sys/fs/cgroup/command. Its pids.max binds root too (RLIMIT_NPROC does not). A kernel without
+ * CONFIG_CGROUP_PIDS leaves cg_fd at -1: the limit then binds only non-root commands.
+ */
+static void cgroup_setup(void)
+{
+	int fd;
+
+	if (mount("cgroup2", CG_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		logmsg("no cgroup v2 (%s): --pids binds only non-root commands", strerror(errno));
+		return;
+	}
+	fd = open(CG_ROOT "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "+pids", 5) != 5) {
+		logmsg("no pids controller (%s): --pids binds only non-root commands", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	close(fd);
+	if (mkdir(CMD_CGROUP, 0755) < 0 && errno != EEXIST) {
+		logmsg("mkdir " CMD_CGROUP ": %s", strerror(errno));
+		return;
+	}
+	cg_fd = open(CMD_CGROUP, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg_fd < 0)
+		logmsg("open " CMD_CGROUP ": %s", strerror(errno));
+}
+
+/* Write s to the file name of the command's cgroup: 0 or -errno. */
+static int cg_write(const char *name, const char *s)
+{
+	int fd = openat(cg_fd, name, O_WRONLY | O_CLOEXEC), r = 0;
+	size_t n = strlen(s);
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, n) != (ssize_t)n)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* The "max" count of the command cgroup's pids.events: forks refused at pids.max so far. */
+static unsigned long pids_refused(void)
+{
+	char buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	if (cg_fd < 0 || (fd = openat(cg_fd, "pids.events", O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strncmp(buf, "max ", 4) == 0 ? buf : strstr(buf, "\nmax ");
+	if (!p)
+		return 0;
+	return strtoul(p + (p == buf ? 4 : 5), NULL, 10);
+}
+
 static void setup(void)
 {
 	const unsigned long nsnd = MS_NOSUID | MS_NODEV;
@@ -172,6 +239,7 @@ static void setup(void)
 	umask(022);
 	do_mount("proc", "/proc", "proc", nsnd | MS_NOEXEC, NULL);
 	do_mount("sys", "/sys", "sysfs", nsnd | MS_NOEXEC, NULL);
+	cgroup_setup();
 	/* CONFIG_DEVTMPFS_MOUNT usually mounted /dev already. */
 	if (statfs("/dev", &sf) < 0 || sf.f_type != 0x01021994 /* TMPFS_MAGIC */)
 		do_mount("dev", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
@@ -278,7 +346,7 @@ struct sess {
 	int wstatus;
 	struct rusage ru;
 	struct timespec t0, t1;
-	unsigned long oom0;
+	unsigned long oom0, pids0;
 };
 
 static struct sess S;
@@ -451,6 +519,8 @@ static void finish_command(struct sess *s)
 	}
 	if (oom_kills() > s->oom0)
 		x.flags |= KA_EXIT_F_OOM;
+	if (pids_refused() > s->pids0)
+		x.flags |= KA_EXIT_F_PIDS;
 	x.user_us = tv_us(s->ru.ru_utime);
 	x.sys_us = tv_us(s->ru.ru_stime);
 	x.maxrss_kb = s->ru.ru_maxrss > 0 ? (uint64_t)s->ru.ru_maxrss : 0;
@@ -824,6 +894,23 @@ static void handle_exec(struct sess *s, const uint8_t *p, uint32_t len)
 		s->st = S_DONE;
 		goto out;
 	}
+	/* The process limit (RLIMIT_NPROC's soft value) is also the cgroup's pids.max. */
+	if (cg_fd >= 0) {
+		char v[32] = "max";
+
+		for (i = 0; i < X.nrlimits; i++)
+			if (X.rl[i].resource == RLIMIT_NPROC && X.rl[i].cur != UINT64_MAX)
+				snprintf(v, sizeof(v), "%llu", (unsigned long long)X.rl[i].cur);
+		rc = cg_write("pids.max", v);
+		if (rc < 0) {
+			close(pin[0]), close(pin[1]), close(pout[0]), close(pout[1]);
+			close(perr[0]), close(perr[1]);
+			send_error(s, KA_ERR_EXEC, "exec: pids.max %s: %s", v, strerror(-rc));
+			s->st = S_DONE;
+			goto out;
+		}
+	}
+	s->pids0 = pids_refused();
 	s->oom0 = oom_kills();
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
 	s->pid = fork();
@@ -839,6 +926,9 @@ static void handle_exec(struct sess *s, const uint8_t *p, uint32_t len)
 		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
 			_exit(125);
 		write_file("/proc/self/oom_score_adj", "0");
+		/* Into the command's cgroup before anything can fork (moving in is never refused). */
+		if (cg_fd >= 0 && (rc = cg_write("cgroup.procs", "0")) < 0)
+			child_fail(125, "cgroup", CMD_CGROUP, -rc);
 		for (i = 0; i < X.nrlimits; i++) {
 			struct rlimit rl = { X.rl[i].cur, X.rl[i].max };
 			if (setrlimit((int)X.rl[i].resource, &rl) < 0)

@@ -338,6 +338,16 @@ static void test_small_frames(void **st)
 	assert_int_equal(y.code, 9);
 	assert_int_equal(y.flags, KA_EXIT_F_OOM);
 	assert_int_equal(y.wall_us, 4);
+	x.flags = KA_EXIT_F_OOM | KA_EXIT_F_CORE | KA_EXIT_F_PIDS; /* every known flag */
+	ka_enc_init(&e, buf, sizeof(buf));
+	n = ka_enc_exit(&e, &x);
+	assert_int_equal(ka_exit_decode(buf + KA_HDR_SIZE, KA_EXIT_SIZE, &y), 0);
+	assert_int_equal(y.flags, 7);
+	x.flags = 8; /* an unknown flag */
+	ka_enc_init(&e, buf, sizeof(buf));
+	n = ka_enc_exit(&e, &x);
+	assert_int_equal(ka_exit_decode(buf + KA_HDR_SIZE, KA_EXIT_SIZE, &y), KA_EVALUE);
+	x.flags = KA_EXIT_F_OOM;
 	x.code = 65; /* no such signal */
 	ka_enc_init(&e, buf, sizeof(buf));
 	n = ka_enc_exit(&e, &x);
