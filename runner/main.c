@@ -26,6 +26,7 @@
 #include "agent_proto.h"
 #include "exitcodes.h"
 #include "runner/opts.h"
+#include "runner/outq.h"
 #include "runner/result.h"
 #include "util.h"
 
@@ -56,6 +57,7 @@
 #define OUT_CAP (4u * KA_MAX_FRAME)
 #define VMM_OVERHEAD (64ull << 20) /* memory.max = guest memory + this */
 #define VMM_PIDS 64u               /* pids.max of the VMM's cgroup (threads) */
+#define DRAIN_IDLE_MS 10000u       /* after the run: output the caller takes no byte of is dropped */
 
 /* PH_LOST: the agent hung up without EXIT; the VM's end (within LOST_MS) explains why. */
 enum phase { PH_CONNECT, PH_HANDSHAKE, PH_HELLO, PH_PUT, PH_RUN, PH_GET, PH_BYE, PH_LOST, PH_DONE };
@@ -80,6 +82,7 @@ struct run {
 	uint64_t kill_at;        /* when kiln killed the VM (0: not yet) */
 
 	int con_fd;
+	struct con_watch con_watch;
 	char con[CON_TAIL];
 	size_t con_len;          /* bytes in con (a sliding tail) */
 
@@ -107,7 +110,8 @@ struct run {
 	char get_tmp[PATH_MAX];
 	bool get_failed;
 
-	int last_out;            /* last byte written to stdout, -1: none */
+	bool vm_gone;            /* the VM ended: read what it sent regardless of the caller */
+	int last_out;            /* last byte queued for stdout, -1: none */
 	struct run_facts f;
 	struct run_record rec;
 	char msg[512];
@@ -117,6 +121,17 @@ struct run {
 static struct run R;
 static struct run_opts O;
 static struct ka_exec X;
+
+/* The caller's stdout, stderr and --result-fd: written only as far as they take bytes now. */
+struct sink {
+	int fd;                  /* -1: none, or it failed (what comes is dropped) */
+	bool own;                /* fd is kiln's own nonblocking reopening of the caller's */
+	bool step;               /* a blocking pipe or tty: OUTQ_PIPE_STEP bytes per POLLOUT */
+	enum outq_how how;
+	struct outq q;
+};
+enum { SINK_OUT, SINK_ERR, SINK_RESULT, NSINKS };
+static struct sink SK[NSINKS];
 
 /* snprintf for paths and arguments; every base is length-checked (state dir, bindir), so the
  * results fit. Returns what vsnprintf returns. */
@@ -171,8 +186,8 @@ static void usage(FILE *f)
 		"  --vcpus N           1..32 (default 1)\n"
 		"  --timeout TIME      wall clock for the command, 100ms..24h (default 60s)\n"
 		"  --cpu-time TIME     CPU time of the command, whole seconds 1s..24h (default none)\n"
-		"  --pids N            process limit (RLIMIT_NPROC) of the command, 1..65536 (default 1024;\n"
-		"                      not enforced for --user root)\n"
+		"  --pids N            processes and threads of the command, 1..65536 (default 1024):\n"
+		"                      pids.max of its cgroup in the guest (binds root too) and RLIMIT_NPROC\n"
 		"  --output-max SIZE   per stream, 0..1G (default 16M); beyond it the run is killed\n"
 		"  --disk SIZE         scratch disk at /work, 16M..64G, multiple of 4K (default 256M)\n"
 		"  --env NAME=VALUE    environment of the command (repeatable, up to 256)\n"
@@ -188,6 +203,9 @@ static void usage(FILE *f)
 		"  --no-jail           debugging only: run kiln-vmm without kiln-jailer (no root or\n"
 		"                      cgroup v2 needed; no namespaces, cgroup or uid isolation)\n"
 		"  -h, --help          this text\n\n"
+		"kiln never blocks on its caller: while 256 KiB of a stream wait unread, the guest is held\n"
+		"back (limits keep running); after teardown, output the caller takes nothing of for 10 s\n"
+		"is dropped and counted (undelivered_bytes in the record).\n"
 		"Reasons in the record: ok, nonzero-exit, signaled, timeout, cpu-time, guest-oom,\n"
 		"output-limit, disk-full, guest-panic, vmm-seccomp, vmm-crash, agent-protocol-error,\n"
 		"setup-error, interrupted.\n"
@@ -326,6 +344,185 @@ static void rm_flat_dir(const char *path)
 		closedir(d);
 	}
 	rmdir(path);
+}
+
+/* ---- output to the caller ------------------------------------------------------------------- */
+
+/*
+ * Set up sink s for the caller's descriptor fd. Pipes, FIFOs and ttys get a nonblocking open
+ * file description of their own (the caller's, shared with its shell, keeps its flags); when
+ * that cannot be opened, a descriptor that is not already nonblocking is written in
+ * OUTQ_PIPE_STEP pieces after POLLOUT. A closed fd makes a sink that drops everything.
+ */
+static void sink_init(struct sink *s, int fd)
+{
+	struct stat st, st2;
+	char p[64];
+	int fl, nfd;
+
+	s->fd = -1;
+	s->own = s->step = false;
+	if (fd < 0 || fstat(fd, &st) < 0 || (fl = fcntl(fd, F_GETFL)) < 0 ||
+	    (fl & O_ACCMODE) == O_RDONLY)
+		return;
+	s->fd = fd;
+	s->how = outq_how_for(st.st_mode);
+	if (s->how != OUTQ_REOPEN)
+		return;
+	fmt(p, sizeof(p), "/proc/self/fd/%d", fd);
+	nfd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (fl & O_APPEND));
+	if (nfd >= 0 && fstat(nfd, &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino &&
+	    st2.st_rdev == st.st_rdev) {
+		s->fd = nfd;
+		s->own = true;
+		return;
+	}
+	if (nfd >= 0)
+		close(nfd);
+	s->step = !(fl & O_NONBLOCK);
+}
+
+/* Write what s's descriptor takes now (pollout: poll said it has room). Never blocks, except
+ * on a regular file. A failed descriptor (EPIPE, EBADF, ...) drops what is queued and what comes. */
+static void sink_write(struct sink *s, bool pollout)
+{
+	size_t n;
+	const uint8_t *p = outq_peek(&s->q, &n);
+
+	if (s->fd < 0) {
+		outq_discard(&s->q);
+		return;
+	}
+	if (s->step && !pollout)
+		return;
+	while (n) {
+		size_t k = s->step && n > OUTQ_PIPE_STEP ? OUTQ_PIPE_STEP : n;
+		ssize_t w = s->how == OUTQ_SOCKET ? send(s->fd, p, k, MSG_DONTWAIT | MSG_NOSIGNAL)
+						  : write(s->fd, p, k);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			return;
+		if (w <= 0) {
+			if (s->own)
+				close(s->fd);
+			s->fd = -1;
+			outq_discard(&s->q);
+			return;
+		}
+		outq_consume(&s->q, (size_t)w);
+		p = outq_peek(&s->q, &n);
+		if (s->step)
+			return;
+	}
+}
+
+/* Queue bytes for a sink and write what it takes now. */
+static void sink_put(struct sink *s, const void *p, size_t n)
+{
+	if (s->fd < 0) {
+		s->q.dropped += n;
+		return;
+	}
+	(void)outq_push(&s->q, p, n);
+	sink_write(s, false);
+}
+
+/* kiln's own message on stderr ("kiln: ...\n"), queued behind the command's stderr. */
+static void note(const char *fmt, ...) KILN_PRINTF(1, 2);
+static void note(const char *fmt, ...)
+{
+	char m[1024];
+	va_list ap;
+	int n;
+
+	memcpy(m, "kiln: ", 6);
+	va_start(ap, fmt);
+	n = vsnprintf(m + 6, sizeof(m) - 7, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	n = 6 + (n < (int)sizeof(m) - 7 ? n : (int)sizeof(m) - 8);
+	m[n++] = '\n';
+	sink_put(&SK[SINK_ERR], m, (size_t)n);
+}
+
+/* Whether the agent's next frame may be read: while the command runs, only when every sink
+ * has room for a whole STDOUT/STDERR frame below OUTQ_SOFT. */
+static bool out_gate(void)
+{
+	if (R.vm_gone || R.ph != PH_RUN)
+		return true;
+	return outq_has_room(&SK[SINK_OUT].q, KA_CHUNK_MAX, OUTQ_SOFT) &&
+	       outq_has_room(&SK[SINK_ERR].q, KA_CHUNK_MAX, OUTQ_SOFT);
+}
+
+/* Add a POLLOUT entry for each sink with bytes queued; returns the new count. idx[i] is the
+ * entry of sink i, or -1. */
+static int sink_poll_add(struct pollfd *pf, int np, int idx[NSINKS])
+{
+	for (int i = 0; i < NSINKS; i++) {
+		idx[i] = -1;
+		if (SK[i].fd >= 0 && outq_used(&SK[i].q)) {
+			idx[i] = np;
+			pf[np++] = (struct pollfd){ SK[i].fd, POLLOUT, 0 };
+		}
+	}
+	return np;
+}
+
+static void sink_poll_done(const struct pollfd *pf, const int idx[NSINKS])
+{
+	for (int i = 0; i < NSINKS; i++)
+		if (idx[i] >= 0 && pf[idx[i]].revents)
+			sink_write(&SK[i], true);
+}
+
+/*
+ * After the run is torn down: give the caller what is queued. Returns when every sink is empty,
+ * when no sink took a byte for DRAIN_IDLE_MS (what is left is dropped and counted), or at once
+ * on SIGINT/SIGTERM/SIGHUP/SIGQUIT. Holds nothing of the run: its VM, jail and disk are gone.
+ */
+static void sink_drain(void)
+{
+	uint64_t last = now_ms();
+
+	for (;;) {
+		struct pollfd pf[NSINKS + 1];
+		int idx[NSINKS], np, r;
+		size_t before = 0, after = 0;
+		uint64_t t = now_ms();
+
+		for (int i = 0; i < NSINKS; i++) {
+			before += outq_used(&SK[i].q);
+			sink_write(&SK[i], false);
+		}
+		np = sink_poll_add(pf, 0, idx);
+		if (np == 0)
+			return;
+		if (t >= last + DRAIN_IDLE_MS) {
+			for (int i = 0; i < NSINKS; i++)
+				outq_discard(&SK[i].q);
+			return;
+		}
+		if (R.sig_fd >= 0)
+			pf[np++] = (struct pollfd){ R.sig_fd, POLLIN, 0 };
+		r = poll(pf, (nfds_t)np, (int)(last + DRAIN_IDLE_MS - t));
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r > 0 && R.sig_fd >= 0 && pf[np - 1].revents) {
+			for (int i = 0; i < NSINKS; i++)
+				outq_discard(&SK[i].q);
+			return;
+		}
+		if (r > 0)
+			sink_poll_done(pf, idx);
+		for (int i = 0; i < NSINKS; i++)
+			after += outq_used(&SK[i].q);
+		if (after < before)
+			last = now_ms();
+	}
 }
 
 /* ---- removal of a run (shared by teardown and gc) -------------------------------------------- */
@@ -816,6 +1013,7 @@ static void con_read(void)
 	while ((n = read(R.con_fd, buf, sizeof(buf))) > 0) {
 		size_t k = (size_t)n;
 
+		con_watch_feed(&R.con_watch, buf, k);
 		if (k >= CON_TAIL) {
 			memcpy(R.con, buf + k - CON_TAIL, CON_TAIL);
 			R.con_len = CON_TAIL;
@@ -913,6 +1111,8 @@ static void out_flush(void)
 		ssize_t n = write(R.sock, R.out + R.outoff, R.outlen - R.outoff);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno != EAGAIN)
+			R.outoff = R.outlen; /* the VMM's end is gone: nothing queued can arrive */
 		if (n <= 0)
 			break;
 		R.outoff += (size_t)n;
@@ -1040,7 +1240,7 @@ static void get_fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(m, sizeof(m), fmt, ap);
 	va_end(ap);
-	kiln_warn("--get %s: %s", O.get[R.get_i].guest, m);
+	note("--get %s: %s", O.get[R.get_i].guest, m);
 	set_msg("--get %s: %s", O.get[R.get_i].guest, m);
 	R.get_failed = true;
 }
@@ -1085,6 +1285,7 @@ static void get_open(uint32_t mode)
 		get_fail("chmod: %s", strerror(errno));
 }
 
+/* The command's output: counted against --output-max, queued for the caller. */
 static void emit(int fd, const uint8_t *p, uint32_t n, uint64_t *count, bool *trunc)
 {
 	uint64_t room = O.output_max - *count;
@@ -1094,7 +1295,7 @@ static void emit(int fd, const uint8_t *p, uint32_t n, uint64_t *count, bool *tr
 		n = (uint32_t)room;
 	}
 	if (n) {
-		(void)write_all(fd, p, n);
+		sink_put(&SK[fd == 1 ? SINK_OUT : SINK_ERR], p, n);
 		*count += n;
 		if (fd == 1)
 			R.last_out = p[n - 1];
@@ -1236,6 +1437,8 @@ static void sock_read(void)
 		ssize_t n;
 		int rc;
 
+		if (R.inlen == 0 && !out_gate())
+			return; /* the caller has not taken the output yet: the guest waits */
 		if (R.inlen >= KA_HDR_SIZE) {
 			rc = ka_hdr_decode(R.in, R.inlen, &h);
 			if (rc) {
@@ -1400,8 +1603,9 @@ static void loop(void)
 				(unsigned long long)((now_us() - R.t0) / 1000));
 			seen = R.ph;
 		}
-		struct pollfd pf[5];
-		int np = 0, i_sock = -1, i_in = -1, i_pid, i_con = -1, i_sig, tmo;
+		struct pollfd pf[5 + NSINKS];
+		int np = 0, i_sock = -1, i_in = -1, i_pid, i_con = -1, i_sig, tmo, i_sk[NSINKS];
+		short sev = 0;
 		uint64_t t = now_ms(), wake;
 
 		if (R.ph == PH_DONE && !R.reaped && R.kill_at && t > R.kill_at + KILL_MS) {
@@ -1438,9 +1642,17 @@ static void loop(void)
 			pf[np++] = (struct pollfd){ R.con_fd, POLLIN, 0 };
 		}
 		if (R.sock >= 0) {
-			i_sock = np;
-			pf[np++] = (struct pollfd){ R.sock, (short)(POLLIN | (R.outoff < R.outlen ? POLLOUT : 0)), 0 };
+			/* Not readable while the caller's output is held up (out_gate). */
+			if (R.ph == PH_HANDSHAKE || R.inlen || out_gate())
+				sev |= POLLIN;
+			if (R.outoff < R.outlen)
+				sev |= POLLOUT;
 		}
+		if (sev) {
+			i_sock = np;
+			pf[np++] = (struct pollfd){ R.sock, sev, 0 };
+		}
+		np = sink_poll_add(pf, np, i_sk);
 		if (R.ph == PH_RUN && !R.stdin_done && out_free() >= KA_HDR_SIZE + KA_CHUNK_MAX) {
 			i_in = np;
 			pf[np++] = (struct pollfd){ 0, POLLIN, 0 };
@@ -1467,9 +1679,11 @@ static void loop(void)
 		}
 		if (i_con >= 0 && pf[i_con].revents)
 			con_read();
-		if (i_sock >= 0 && R.sock >= 0 && (pf[i_sock].revents & POLLOUT))
+		sink_poll_done(pf, i_sk);
+		if (i_sock >= 0 && R.sock >= 0 && (pf[i_sock].revents & (POLLOUT | POLLHUP | POLLERR)))
 			out_flush();
-		if (i_sock >= 0 && R.sock >= 0 && (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR))) {
+		if (i_sock >= 0 && R.sock >= 0 && (sev & POLLIN) &&
+		    (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR))) {
 			if (R.ph == PH_HANDSHAKE)
 				handshake_read();
 			else
@@ -1492,7 +1706,8 @@ static void loop(void)
 				R.ph = PH_DONE;
 			if (R.reaped && R.ph != PH_DONE && R.sock >= 0) {
 				/* Drain what the agent sent before the VM ended (frames only once the
-				 * handshake is done), then stop. */
+				 * handshake is done; the caller's output held up or not), then stop. */
+				R.vm_gone = true;
 				if (R.ph >= PH_HELLO)
 					sock_read();
 				if (R.sock >= 0) {
@@ -1563,10 +1778,10 @@ static void print_console_tail(void)
 		while (start < R.con_len && R.con[start - 1] != '\n')
 			start++;
 	}
-	fprintf(stderr, "kiln: last console output of the VM:\n");
-	fwrite(R.con + start, 1, R.con_len - start, stderr);
+	note("last console output of the VM:");
+	sink_put(&SK[SINK_ERR], R.con + start, R.con_len - start);
 	if (R.con[R.con_len - 1] != '\n')
-		fputc('\n', stderr);
+		sink_put(&SK[SINK_ERR], "\n", 1);
 }
 
 static int finish(void)
@@ -1576,10 +1791,14 @@ static int finish(void)
 
 	R.t_end = now_us();
 	R.f.cpu_limit_ms = O.cpu_ms;
+	R.f.console_oom = R.con_watch.oom;
+	R.f.vmm_peak_bytes = R.rec.vmm_peak_bytes;
+	R.f.mem_bytes = O.mem;
 	run_decide(&R.f, &R.rec.r);
 	R.rec.id = R.id;
 	R.rec.message = R.msg;
 	R.rec.oom = R.f.got_exit && (R.f.exit.flags & KA_EXIT_F_OOM);
+	R.rec.pids_limit_hit = R.f.got_exit && (R.f.exit.flags & KA_EXIT_F_PIDS);
 	R.rec.cpu_user_us = R.f.exit.user_us;
 	R.rec.cpu_sys_us = R.f.exit.sys_us;
 	R.rec.peak_rss_kb = R.f.exit.maxrss_kb;
@@ -1597,39 +1816,47 @@ static int finish(void)
 
 	switch (R.rec.r.reason) {
 	case RR_SETUP_ERROR:
-		kiln_warn("setup failed: %s", R.msg[0] ? R.msg : "the VM ended before the agent answered");
+		note("setup failed: %s", R.msg[0] ? R.msg : "the VM ended before the agent answered");
 		print_console_tail();
 		break;
 	case RR_GUEST_PANIC:
-		kiln_warn("the guest kernel panicked or reset (kiln-vmm status %d)", R.f.vmm_code);
+		note("the guest kernel panicked or reset (kiln-vmm status %d)", R.f.vmm_code);
 		print_console_tail();
 		break;
 	case RR_VMM_SECCOMP:
-		kiln_warn("kiln-vmm was killed by its seccomp filter (SIGSYS)");
+		note("kiln-vmm was killed by its seccomp filter (SIGSYS)");
 		print_console_tail();
 		break;
 	case RR_VMM_CRASH:
-		kiln_warn("kiln-vmm failed (%s %d)", R.f.vmm_signaled ? "signal" : "status", R.f.vmm_code);
+		note("kiln-vmm failed (%s %d)", R.f.vmm_signaled ? "signal" : "status", R.f.vmm_code);
 		print_console_tail();
 		break;
 	case RR_AGENT_PROTOCOL:
 	case RR_TIMEOUT:
 	case RR_OUTPUT_LIMIT:
 	case RR_INTERRUPTED:
-		kiln_warn("%s", R.msg);
+		note("%s", R.msg);
 		break;
 	default:
 		break;
 	}
 
+	/* The output still queued, then the record (which counts what the caller did not take). */
+	sink_drain();
+	R.rec.undelivered_bytes = SK[SINK_OUT].q.dropped + SK[SINK_ERR].q.dropped;
+	if (R.rec.undelivered_bytes)
+		set_msg("the caller did not take %llu bytes of output (it read nothing for %u s)",
+			(unsigned long long)R.rec.undelivered_bytes, DRAIN_IDLE_MS / 1000);
 	n = run_record_json(&R.rec, buf, sizeof(buf));
 	if (n > 0 && O.json) {
 		if (R.last_out >= 0 && R.last_out != '\n')
-			(void)write_all(1, "\n", 1);
-		(void)write_all(1, buf, (size_t)n);
+			sink_put(&SK[SINK_OUT], "\n", 1);
+		sink_put(&SK[SINK_OUT], buf, (size_t)n);
 	} else if (n > 0 && O.result_fd >= 0) {
-		(void)write_all(O.result_fd, buf, (size_t)n);
+		sink_init(&SK[SINK_RESULT], O.result_fd);
+		sink_put(&SK[SINK_RESULT], buf, (size_t)n);
 	}
+	sink_drain();
 	return R.rec.r.exit_status;
 }
 
@@ -1652,7 +1879,11 @@ static int cmd_run(int argc, char **argv)
 	}
 	R.o = &O;
 	R.t0 = now_us();
-	R.slot_fd = R.lock_fd = R.pidfd = R.con_fd = R.sock = R.get_fd = -1;
+	signal(SIGPIPE, SIG_IGN); /* a caller that went away is a failed sink, not a dead kiln */
+	R.slot_fd = R.lock_fd = R.pidfd = R.con_fd = R.sock = R.get_fd = R.sig_fd = -1;
+	sink_init(&SK[SINK_OUT], 1);
+	sink_init(&SK[SINK_ERR], 2);
+	SK[SINK_RESULT].fd = -1;
 	R.last_out = -1;
 	for (unsigned i = 0; i < RUN_FILES_MAX; i++)
 		R.put_fds[i] = -1;
@@ -1670,7 +1901,6 @@ static int cmd_run(int argc, char **argv)
 	sigaddset(&set, SIGQUIT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	R.sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	signal(SIGPIPE, SIG_IGN);
 	if (R.sig_fd < 0)
 		kiln_die(KILN_RUN_EXIT_SETUP, "signalfd: %s", strerror(errno));
 

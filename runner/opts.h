@@ -41,7 +41,7 @@ struct run_opts {
 	uint32_t vcpus;
 	uint64_t timeout_ms;   /* wall clock of the command */
 	uint64_t cpu_ms;       /* CPU time of the command, whole seconds; 0: no limit but the wall one */
-	uint32_t pids;         /* RLIMIT_NPROC of the command */
+	uint32_t pids;         /* processes of the command: pids.max in the guest and RLIMIT_NPROC */
 	uint64_t output_max;   /* bytes per stream */
 	uint64_t disk;         /* scratch disk bytes, a multiple of 4 KiB */
 	const char *env[RUN_ENV_MAX];

@@ -77,7 +77,10 @@ void run_decide(const struct run_facts *f, struct run_result *o)
 			uint64_t used = f->exit.user_us + f->exit.sys_us;
 			uint64_t lim_us = f->cpu_limit_ms * 1000;
 
-			if (sig == SIGKILL && (f->exit.flags & KA_EXIT_F_OOM))
+			/* The agent's OOM flag, confirmed by two things the host saw: the guest
+			 * kernel's OOM-kill line and guest memory really used. */
+			if (sig == SIGKILL && (f->exit.flags & KA_EXIT_F_OOM) && f->console_oom &&
+			    f->mem_bytes && f->vmm_peak_bytes / RUN_OOM_PEAK_PERCENT >= f->mem_bytes / 100)
 				return set(o, RR_GUEST_OOM, 128 + sig);
 			/* The agent's word (signal, usage) must agree with what the host saw spent. The
 			 * kernel sends SIGXCPU on precise runtime while rusage is tick-sampled and can
@@ -108,6 +111,22 @@ void run_decide(const struct run_facts *f, struct run_result *o)
 		return set(o, RR_VMM_CRASH, KILN_RUN_EXIT_SANDBOX);
 	/* The agent answered, then the VM ended without EXIT. */
 	return set(o, RR_AGENT_PROTOCOL, KILN_RUN_EXIT_SANDBOX);
+}
+
+/* The kernel's line (mm/oom_kill.c, pr_err; shown under "quiet"). Its first byte occurs nowhere
+ * else in it, so after a mismatch a match can only restart at the current byte. */
+static const char oom_line[] = "Out of memory: Killed process";
+
+void con_watch_feed(struct con_watch *w, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && !w->oom; i++) {
+		if (p[i] == oom_line[w->matched])
+			w->matched++;
+		else
+			w->matched = p[i] == oom_line[0] ? 1 : 0;
+		if (w->matched == sizeof(oom_line) - 1)
+			w->oom = true;
+	}
 }
 
 struct jbuf {
@@ -179,10 +198,12 @@ long run_record_json(const struct run_record *rec, char *buf, size_t cap)
 	jputf(&j, ",\"kiln_exit\":%d,\"message\":", r->exit_status);
 	jstr(&j, rec->message ? rec->message : "");
 	jputf(&j, ",\"stdout_bytes\":%llu,\"stderr_bytes\":%llu,"
-		  "\"stdout_truncated\":%s,\"stderr_truncated\":%s,\"oom\":%s",
+		  "\"stdout_truncated\":%s,\"stderr_truncated\":%s,\"undelivered_bytes\":%llu,"
+		  "\"oom\":%s,\"pids_limit_hit\":%s",
 	      (unsigned long long)rec->stdout_bytes, (unsigned long long)rec->stderr_bytes,
 	      rec->stdout_truncated ? "true" : "false", rec->stderr_truncated ? "true" : "false",
-	      rec->oom ? "true" : "false");
+	      (unsigned long long)rec->undelivered_bytes, rec->oom ? "true" : "false",
+	      rec->pids_limit_hit ? "true" : "false");
 	jputf(&j, ",\"usage\":{\"cpu_user_ms\":%llu,\"cpu_sys_ms\":%llu,\"peak_rss_kb\":%llu,"
 		  "\"vmm_cpu_ms\":%llu,\"vmm_peak_kb\":%llu}",
 	      ms(rec->cpu_user_us), ms(rec->cpu_sys_us), (unsigned long long)rec->peak_rss_kb,

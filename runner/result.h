@@ -44,7 +44,24 @@ struct run_facts {
 	uint64_t cpu_limit_ms;   /* --cpu-time, 0 if none */
 	uint64_t vmm_cpu_us;     /* CPU time the host saw the VMM use */
 	bool disk_full;          /* the scratch file system had no free blocks left */
+	bool console_oom;        /* the guest kernel's OOM-kill line came over the serial console */
+	uint64_t vmm_peak_bytes; /* the VMM's peak resident memory (host rusage) */
+	uint64_t mem_bytes;      /* the guest's memory (--mem) */
 };
+
+/* Guest-oom evidence the host sees: the VMM's peak resident memory reached this share of the
+ * guest's memory (an OOM kill means the guest had allocated nearly all of it). */
+#define RUN_OOM_PEAK_PERCENT 50u
+
+/* Watches the guest's serial console for the kernel's OOM-kill line ("Out of memory: Killed
+ * process"), across reads of any size. */
+struct con_watch {
+	uint32_t matched;        /* bytes of the line matched so far */
+	bool oom;                /* the line was seen */
+};
+
+/* Feed n console bytes. Never allocates; any bytes, any split. */
+void con_watch_feed(struct con_watch *w, const char *p, size_t n);
 
 struct run_result {
 	enum run_reason reason;
@@ -61,7 +78,9 @@ struct run_record {
 	const char *message;     /* one line, may be "" */
 	bool stdout_truncated, stderr_truncated;
 	uint64_t stdout_bytes, stderr_bytes;
-	bool oom;
+	uint64_t undelivered_bytes;  /* output (the command's and kiln's messages) the caller did not take */
+	bool oom;                /* the agent saw the guest's OOM killer act (its word alone) */
+	bool pids_limit_hit;     /* the agent saw a fork of the command refused at --pids (its word) */
 	uint64_t cpu_user_us, cpu_sys_us, peak_rss_kb;   /* the command, from the agent */
 	uint64_t vmm_cpu_us, vmm_peak_bytes;             /* the VMM, from the host */
 	uint64_t t_jail_us, t_boot_us, t_run_us, t_teardown_us, t_total_us;
@@ -74,7 +93,8 @@ const char *run_reason_name(enum run_reason r);
  * Decide the reason and kiln's exit status. Host observations win over the agent's report:
  * a VMM killed by SIGSYS is vmm-seccomp, a VMM dying of a signal kiln did not send is vmm-crash,
  * a guest that reset without EXIT is guest-panic; cpu-time needs the host to have seen the CPU
- * time spent. Exit status: the command's (0-255, 128+N for signal N) or one of KILN_RUN_EXIT_*.
+ * time spent; guest-oom needs the command's SIGKILL and the agent's OOM flag, and the kernel's
+ * OOM-kill line on the console, and the VMM's peak memory at RUN_OOM_PEAK_PERCENT of --mem. Exit status: the command's (0-255, 128+N for signal N) or one of KILN_RUN_EXIT_*.
  */
 void run_decide(const struct run_facts *f, struct run_result *out);
 

@@ -76,7 +76,7 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 
 @test "run: true -> ok; stdout, stderr and stdin streamed" {
 	run --separate-stderr bash -c "printf 'from stdin' | '$KILN' run --json -- sh -c 'cat; echo; echo to-stderr >&2; true'"
-	[ "$status" -eq 0 ]
+	[ "$status" -eq 0 ] || { echo "status $status: $output $stderr"; false; }
 	[ "${lines[0]}" = "from stdin" ]
 	[ "$stderr" = "to-stderr" ]
 	[ "$(field '["reason"]')" = ok ]
@@ -110,6 +110,41 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 	[ "$run_ms" -ge 5000 ] && [ "$run_ms" -le 8000 ] || { echo "run took $run_ms ms"; false; }
 }
 
+@test "run: while :; do :; done with --timeout 5s -> timeout within tolerance, kiln exits 124" {
+	run --separate-stderr "$KILN" run --json --timeout 5s -- sh -c 'while :; do :; done'
+	[ "$status" -eq 124 ] || { echo "$output $stderr"; false; }
+	[ "$(field '["reason"]')" = timeout ]
+	[ "$(field '["status"]')" = none ]
+	[ "$stderr" = "kiln: the command ran longer than --timeout (5000 ms); the VM was killed" ]
+	run_ms=$(field '["timings_ms"]["run"]')
+	[ "$run_ms" -ge 5000 ] && [ "$run_ms" -le 8000 ] || { echo "run took $run_ms ms"; false; }
+}
+
+@test "run: a caller that never reads stdout holds up neither --timeout nor teardown" {
+	# kiln's stdout is a FIFO whose only reader (fd 5 here) never reads.
+	mkfifo "$T/fifo"
+	exec 5<>"$T/fifo"
+	local t0 el
+	t0=$(date +%s%N)
+	timeout -s KILL 180 "$KILN" run --timeout 3s --result-fd 3 -- yes > "$T/fifo" 2> "$T/err" 3> "$T/rec" || status=$?
+	el=$(( ($(date +%s%N) - t0) / 1000000 ))
+	exec 5>&-
+	output=$(cat "$T/rec")
+	[ "${status:-0}" -eq 124 ] || { echo "status ${status:-0} after $el ms: $(cat "$T/err") $output"; false; }
+	[ "$(field '["reason"]')" = timeout ]
+	run_ms=$(field '["timings_ms"]["run"]')
+	[ "$run_ms" -ge 3000 ] && [ "$run_ms" -le 6000 ] || { echo "run took $run_ms ms"; false; }
+	# kiln buffered a bounded amount (pipe, its 256 KiB queue, one frame), far below --output-max:
+	# the guest was held back, and what the caller never took is counted.
+	[ "$(field '["stdout_bytes"]')" -le $((1024 * 1024)) ]
+	[ "$(field '["stdout_truncated"]')" = false ]
+	[ "$(field '["undelivered_bytes"]')" -gt 0 ]
+	# Whole run: boot, 3 s, teardown, then at most 10 s waiting for the caller to read.
+	boot_ms=$(field '["timings_ms"]["boot"]')
+	[ "$el" -le $((boot_ms + 3000 + 3000 + 10000 + 5000)) ] || { echo "kiln took $el ms (boot $boot_ms)"; false; }
+	grep -qx "kiln: the command ran longer than --timeout (3000 ms); the VM was killed" "$T/err"
+}
+
 @test "run: yes -> output-limit, stdout cut exactly at --output-max, kiln exits 123" {
 	"$KILN" run --json --output-max 64K -- yes > "$T/out" 2> "$T/err" || status=$?
 	[ "${status:-0}" -eq 123 ]
@@ -132,12 +167,50 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 	[ "$(field '["reason"]')" = guest-oom ] || { echo "$output $stderr"; false; }
 	[ "$status" -eq 137 ]
 	[ "$(field '["oom"]')" = true ]
+	# What the host saw: the guest's memory in use (the console line is the other sign).
+	[ "$(field '["usage"]["vmm_peak_kb"]')" -ge $((48 * 1024)) ]
 }
 
-@test "run: dd until full -> disk-full" {
-	run --separate-stderr "$KILN" run --json --disk 32M -- dd if=/dev/zero of=/work/fill bs=1M
+@test "run: dd until full -> disk-full; the host scratch file never grows beyond --disk" {
+	local cap=$((32 << 20)) max=0 size=0 img b u s k
+	"$KILN" run --json --disk 32M -- dd if=/dev/zero of=/work/fill bs=1M > "$T/out" 2> "$T/err" &
+	k=$!
+	# Sample the scratch image's allocated and apparent size on the host while the run lasts.
+	while kill -0 "$k" 2>/dev/null; do
+		img=$(ls "$S"/runs/*/scratch.img 2>/dev/null | head -1)
+		if [ -n "$img" ] && read -r b u s < <(stat -c '%b %B %s' "$img" 2>/dev/null); then
+			[ $((b * u)) -gt "$max" ] && max=$((b * u))
+			[ "$s" -gt "$size" ] && size=$s
+		fi
+		sleep 0.1
+	done
+	wait "$k" || true
+	output=$(tail -1 "$T/out")
+	stderr=$(cat "$T/err")
 	[ "$(field '["reason"]')" = disk-full ] || { echo "$output $stderr"; false; }
 	[[ "$stderr" == *"No space left on device"* ]]
+	echo "scratch image: at most $max bytes allocated, apparent size $size (cap $cap)"
+	[ "$max" -le "$cap" ]
+	[ "$size" -le "$cap" ]
+	# The samples saw the disk filling up (not only the empty file system).
+	[ "$max" -ge $((cap / 2)) ]
+}
+
+@test "run: --pids binds root: a fork bomb as root with --pids 64 is contained and reported" {
+	local cg=/sys/fs/cgroup/command
+	# Builtins only after the bomb starts (read, [, echo): the shell itself needs no fork.
+	run --separate-stderr "$KILN" run --json --user root --pids 64 --timeout 60s -- sh -c "
+		id -u; read m < $cg/pids.max; echo max=\$m
+		f() { f | f & }; f
+		while :; do read e < $cg/pids.events; [ \"\$e\" = 'max 0' ] || break; done
+		read c < $cg/pids.current; echo \"\$e current=\$c\""
+	[ "$status" -eq 0 ] || { echo "$output"; false; }
+	[ "${lines[0]}" = 0 ]
+	[ "${lines[1]}" = max=64 ]
+	[[ "${lines[2]}" =~ ^max\ [1-9][0-9]*\ current=([0-9]+)$ ]] || { echo "$output"; false; }
+	[ "${BASH_REMATCH[1]}" -le 64 ]
+	[ "$(field '["reason"]')" = ok ]
+	[ "$(field '["pids_limit_hit"]')" = true ]
 }
 
 @test "run: echo c > /proc/sysrq-trigger -> guest-panic, kiln exits 122" {
@@ -163,7 +236,8 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 		--get "link:$T/out/link" -- sh -c 'tr a-z A-Z < dir/in > dir/res; ln -s /etc/shadow link'
 	[ "$status" -eq 0 ]
 	[ "$(cat "$T/out/res")" = PAYLOAD ]
-	[ ! -e "$T/out/link" ] && [ ! -L "$T/out/link" ]
+	[ ! -e "$T/out/link" ]
+	[ ! -L "$T/out/link" ]
 	[[ "$stderr" == *"kiln: --get link: refused by the guest: get: symlink in path (links are never followed)"* ]]
 	[ -z "$(ls -A "$T/out" | grep -v '^res$')" ]
 }
@@ -189,7 +263,7 @@ field() { rec | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(jso
 	wait "$k" || true
 	# The VMM dies with kiln (parent-death signal through the jailer).
 	for _ in $(seq 50); do pgrep -x kiln-vmm >/dev/null || break; sleep 0.1; done
-	! pgrep -x kiln-vmm
+	[ -z "$(pgrep -x kiln-vmm)" ]
 	[ -n "$(ls -A "$KILN_STATE_DIR/runs")" ]
 	run "$KILN" gc
 	[ "$status" -eq 0 ]
@@ -246,8 +320,11 @@ hostile_image() {
 	local uids
 	uids=$(ps -o uid= -p "$(pgrep -d, -x kiln-vmm)" | sort -u | wc -l)
 	wait "$a"; wait "$b"; wait "$c" || true
-	[ "$(grep -c '^A[0-9]' "$T/a")" = 300 ] && ! grep -q '^B' "$T/a"
-	[ "$(grep -c '^B[0-9]' "$T/b")" = 300 ] && ! grep -q '^A' "$T/b"
+	# (one assertion per line: bats does not fail on the first part of an && list, or on "! cmd")
+	[ "$(grep -c '^A[0-9]' "$T/a")" = 300 ]
+	[ -z "$(grep '^B' "$T/a")" ]
+	[ "$(grep -c '^B[0-9]' "$T/b")" = 300 ]
+	[ -z "$(grep '^A' "$T/b")" ]
 	output=$(tail -1 "$T/a"); [ "$(field '["reason"]')" = ok ]; ida=$(field '["id"]')
 	output=$(tail -1 "$T/b"); [ "$(field '["reason"]')" = ok ]; idb=$(field '["id"]')
 	[ "$ida" != "$idb" ]
@@ -255,6 +332,40 @@ hostile_image() {
 	output=$(tail -1 "$T/c")
 	case $(field '["reason"]') in timeout|nonzero-exit|signaled) ;; *) cat "$T/c"; false;; esac
 	[ "$uids" -ge 2 ]
+}
+
+@test "run: two concurrent runs cannot reach each other over vsock" {
+	local vs=$ROOT/build/guest/kiln-vsock cidb
+	[ -x "$vs" ] || skip "no build/guest/kiln-vsock (make initramfs)"
+	# Run B listens on vsock port 5000 and keeps any bytes a connection brings, until the test
+	# writes a line to its stdin (after run A is done).
+	( while [ ! -e "$T/a-done" ]; do sleep 0.2; done; echo go ) |
+		"$KILN" run --json --put "$vs:kv" --timeout 300s -- sh -c \
+		'./kv accept 5000 </dev/null >got 2>&1 & echo listening; read x; echo "got:$(cat got)"' > "$T/b" 2>&1 &
+	local b=$!
+	for _ in $(seq 1200); do grep -q '^listening' "$T/b" && break; sleep 0.1; done
+	grep -q '^listening' "$T/b" || { cat "$T/b"; false; }
+	# B's CID, from the VMM arguments kiln gave B's jailer (B is the only run).
+	cidb=$(for p in $(pgrep -x kiln-jailer); do tr '\0' ' ' < /proc/$p/cmdline; echo; done |
+		sed -n 's/.*--vsock cid=\([0-9]*\),.*/\1/p' | sort -u)
+	echo "B's CID: $cidb"
+	[ -n "$cidb" ]
+	[ "$(echo "$cidb" | wc -l)" = 1 ]
+	# Run A: connect to B's listener and to B's agent port; both must fail.
+	run --separate-stderr "$KILN" run --json --put "$vs:kv" -- sh -c \
+		"for p in 5000 1024; do echo hello | ./kv connect $cidb \$p; echo rc=\$?; done"
+	touch "$T/a-done"
+	wait "$b"
+	echo "A: $output; A's stderr: $stderr"
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = rc=1 ]
+	[ "${lines[1]}" = rc=1 ]
+	[[ "$stderr" == *"kiln-vsock: connect $cidb:5000: "* ]]
+	[[ "$stderr" == *"kiln-vsock: connect $cidb:1024: "* ]]
+	# B saw no connection, and ended normally.
+	grep -qx 'got:' "$T/b" || { cat "$T/b"; false; }
+	output=$(tail -1 "$T/b")
+	[ "$(field '["reason"]')" = ok ]
 }
 
 @test "run: a kernel kiln-vmm rejects -> setup-error, kiln exits 121, nothing left" {

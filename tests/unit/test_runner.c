@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "exitcodes.h"
 #include "runner/opts.h"
+#include "runner/outq.h"
 #include "runner/result.h"
 
 static struct run_opts O;
@@ -308,8 +310,31 @@ static void test_decide(void **state)
 	expect(&f, RR_OK, 0);
 	f = signaled(SIGKILL);
 	expect(&f, RR_SIGNALED, 137);
+	/* guest-oom: the agent's flag and SIGKILL, the console line and the memory the host saw */
 	f.exit.flags = KA_EXIT_F_OOM;
+	f.console_oom = true;
+	f.mem_bytes = 96ull << 20;
+	f.vmm_peak_bytes = 90ull << 20;
 	expect(&f, RR_GUEST_OOM, 137);
+	f.vmm_peak_bytes = 48ull << 20; /* exactly half */
+	expect(&f, RR_GUEST_OOM, 137);
+	f.vmm_peak_bytes = 40ull << 20; /* the guest never used most of its memory */
+	expect(&f, RR_SIGNALED, 137);
+	f.vmm_peak_bytes = 90ull << 20;
+	f.console_oom = false; /* no OOM-kill line from the guest kernel */
+	expect(&f, RR_SIGNALED, 137);
+	f.console_oom = true;
+	f.exit.flags = 0; /* the host's signs without the agent's flag */
+	expect(&f, RR_SIGNALED, 137);
+	f.exit.flags = KA_EXIT_F_OOM;
+	f.mem_bytes = 0;
+	expect(&f, RR_SIGNALED, 137);
+	f = signaled(SIGTERM); /* an OOM elsewhere, the command killed otherwise */
+	f.exit.flags = KA_EXIT_F_OOM;
+	f.console_oom = true;
+	f.mem_bytes = 96ull << 20;
+	f.vmm_peak_bytes = 90ull << 20;
+	expect(&f, RR_SIGNALED, 128 + SIGTERM);
 	/* cpu-time needs the limit, the agent's usage and the host's observation */
 	f = signaled(SIGXCPU);
 	f.cpu_limit_ms = 2000;
@@ -373,6 +398,47 @@ static void test_decide(void **state)
 	assert_string_equal(run_reason_name(RR_COUNT), "?");
 }
 
+static void test_con_watch(void **state)
+{
+	static const char line[] = "[    3.1] Out of memory: Killed process 71 (awk) total-vm:9kB\n";
+	struct con_watch w;
+	(void)state;
+
+	/* Whole, and split at every byte. */
+	memset(&w, 0, sizeof(w));
+	con_watch_feed(&w, line, strlen(line));
+	assert_true(w.oom);
+	for (size_t cut = 0; cut <= strlen(line); cut++) {
+		memset(&w, 0, sizeof(w));
+		con_watch_feed(&w, line, cut);
+		con_watch_feed(&w, line + cut, strlen(line) - cut);
+		assert_true(w.oom);
+	}
+	for (size_t i = 0; i < strlen(line); i++) {
+		if (i == 0)
+			memset(&w, 0, sizeof(w));
+		con_watch_feed(&w, line + i, 1);
+	}
+	assert_true(w.oom);
+	/* A restart inside a near match; lookalikes are not the line. */
+	memset(&w, 0, sizeof(w));
+	con_watch_feed(&w, "Out of memOut of memory: Killed process", 39);
+	assert_true(w.oom);
+	const char *no[] = { "Out of memory: Killed proces", "out of memory: Killed process",
+			     "Out of memory (oom_kill_allocating_task)", "Out of memory: killed process",
+			     "Out of memory:\nKilled process", "" };
+	for (size_t i = 0; i < ARRAY_SIZE(no); i++) {
+		memset(&w, 0, sizeof(w));
+		con_watch_feed(&w, no[i], strlen(no[i]));
+		assert_false(w.oom);
+	}
+	/* Once seen, it stays seen. */
+	memset(&w, 0, sizeof(w));
+	con_watch_feed(&w, line, strlen(line));
+	con_watch_feed(&w, "more", 4);
+	assert_true(w.oom);
+}
+
 static void test_record(void **state)
 {
 	struct run_record rec = { 0 };
@@ -382,13 +448,18 @@ static void test_record(void **state)
 	(void)state;
 
 	f.exit.flags = KA_EXIT_F_OOM;
+	f.console_oom = true;
+	f.mem_bytes = 4096 * 1024;
+	f.vmm_peak_bytes = 4096 * 1024;
 	run_decide(&f, &rec.r);
 	rec.id = "kabc";
 	rec.message = "say \"hi\"\n\\\x01";
 	rec.stdout_truncated = true;
 	rec.stdout_bytes = 65536;
 	rec.stderr_bytes = 3;
+	rec.undelivered_bytes = 12345;
 	rec.oom = true;
+	rec.pids_limit_hit = true;
 	rec.cpu_user_us = 1500;
 	rec.cpu_sys_us = 2999;
 	rec.peak_rss_kb = 77;
@@ -406,7 +477,7 @@ static void test_record(void **state)
 		"{\"id\":\"kabc\",\"reason\":\"guest-oom\",\"status\":\"signaled\",\"exit_code\":null,"
 		"\"signal\":9,\"kiln_exit\":137,\"message\":\"say \\\"hi\\\"\\n\\\\\\u0001\","
 		"\"stdout_bytes\":65536,\"stderr_bytes\":3,\"stdout_truncated\":true,"
-		"\"stderr_truncated\":false,\"oom\":true,\"usage\":{\"cpu_user_ms\":1,\"cpu_sys_ms\":2,"
+		"\"stderr_truncated\":false,\"undelivered_bytes\":12345,\"oom\":true,\"pids_limit_hit\":true,\"usage\":{\"cpu_user_ms\":1,\"cpu_sys_ms\":2,"
 		"\"peak_rss_kb\":77,\"vmm_cpu_ms\":1000,\"vmm_peak_kb\":2048},\"timings_ms\":{\"jail\":1,"
 		"\"boot\":2,\"run\":3,\"teardown\":4,\"total\":10}}\n");
 
@@ -424,6 +495,73 @@ static void test_record(void **state)
 	assert_int_equal(run_record_json(&rec, buf, 0), -ENOSPC);
 }
 
+/* The caller's output queue: bounded, order kept, never beyond its cap, the overflow counted. */
+static struct outq Q;
+
+static void test_outq(void **state)
+{
+	static uint8_t chunk[KA_CHUNK_MAX], big[OUTQ_CAP + 100];
+	const uint8_t *p;
+	size_t n, total = 0;
+	(void)state;
+
+	memset(&Q, 0, sizeof(Q));
+	p = outq_peek(&Q, &n);
+	assert_int_equal(n, 0);
+	assert_true(outq_has_room(&Q, KA_CHUNK_MAX, OUTQ_SOFT));
+	/* Frames while each fits below the soft limit: the gate then closes. */
+	for (unsigned i = 0; outq_has_room(&Q, KA_CHUNK_MAX, OUTQ_SOFT); i++) {
+		memset(chunk, 'a' + (int)(i % 26), sizeof(chunk));
+		assert_int_equal(outq_push(&Q, chunk, sizeof(chunk)), sizeof(chunk));
+		total += sizeof(chunk);
+	}
+	assert_int_equal(total, OUTQ_SOFT);
+	assert_int_equal(outq_used(&Q), OUTQ_SOFT);
+	assert_false(outq_has_room(&Q, 1, OUTQ_SOFT));
+	assert_true(outq_has_room(&Q, KA_CHUNK_MAX, OUTQ_CAP));
+	/* A partial write by the caller: the rest stays, in order. */
+	outq_consume(&Q, 10);
+	p = outq_peek(&Q, &n);
+	assert_int_equal(n, OUTQ_SOFT - 10);
+	assert_int_equal(p[0], 'a');
+	outq_consume(&Q, KA_CHUNK_MAX - 10);
+	p = outq_peek(&Q, &n);
+	assert_int_equal(p[0], 'b');
+	assert_true(outq_has_room(&Q, KA_CHUNK_MAX, OUTQ_SOFT));
+	/* Beyond the hard cap: what does not fit is dropped and counted, after compaction. */
+	memset(big, 'z', sizeof(big));
+	n = outq_push(&Q, big, sizeof(big));
+	assert_int_equal(n, OUTQ_CAP - (OUTQ_SOFT - KA_CHUNK_MAX));
+	assert_int_equal(outq_used(&Q), OUTQ_CAP);
+	assert_int_equal(Q.dropped, sizeof(big) - n);
+	p = outq_peek(&Q, &n);
+	assert_int_equal(p[0], 'b');
+	assert_int_equal(p[n - 1], 'z');
+	assert_int_equal(outq_push(&Q, "x", 1), 0);
+	assert_int_equal(Q.dropped, sizeof(big) - (OUTQ_CAP - (OUTQ_SOFT - KA_CHUNK_MAX)) + 1);
+	assert_false(outq_has_room(&Q, 0 + 1, OUTQ_CAP));
+	assert_true(outq_has_room(&Q, 0, OUTQ_CAP));
+	/* Consuming more than is queued empties it; a discard counts what was queued. */
+	outq_consume(&Q, OUTQ_CAP * 2);
+	assert_int_equal(outq_used(&Q), 0);
+	assert_int_equal(Q.off, 0);
+	assert_int_equal(outq_push(&Q, "hello", 5), 5);
+	n = (size_t)Q.dropped;
+	outq_discard(&Q);
+	assert_int_equal(outq_used(&Q), 0);
+	assert_int_equal(Q.dropped, n + 5);
+	/* A chunk larger than the limit never fits. */
+	assert_false(outq_has_room(&Q, OUTQ_SOFT + 1, OUTQ_SOFT));
+	assert_false(outq_has_room(&Q, OUTQ_CAP + 1, (size_t)-1));
+
+	/* How each kind of caller fd is written. */
+	assert_int_equal(outq_how_for(S_IFREG | 0644), OUTQ_PLAIN);
+	assert_int_equal(outq_how_for(S_IFBLK | 0600), OUTQ_PLAIN);
+	assert_int_equal(outq_how_for(S_IFIFO | 0600), OUTQ_REOPEN);
+	assert_int_equal(outq_how_for(S_IFCHR | 0620), OUTQ_REOPEN);
+	assert_int_equal(outq_how_for(S_IFSOCK | 0777), OUTQ_SOCKET);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -434,7 +572,9 @@ int main(void)
 		cmocka_unit_test(test_parse_reject),
 		cmocka_unit_test(test_parse_limits),
 		cmocka_unit_test(test_decide),
+		cmocka_unit_test(test_con_watch),
 		cmocka_unit_test(test_record),
+		cmocka_unit_test(test_outq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
