@@ -199,7 +199,7 @@ static void usage(FILE *f)
 		"                      (default: <bindir>/guest/rootfs.ext4)\n"
 		"  --kernel PATH       guest kernel (default <bindir>/guest/bzImage)\n"
 		"  --json              print the result record as the last line of stdout\n"
-		"  --result-fd N       write the result record to descriptor N\n"
+		"  --result-fd N       write the result record to descriptor N (1..65535; not with --json)\n"
 		"  --no-jail           debugging only: run kiln-vmm without kiln-jailer (no root or\n"
 		"                      cgroup v2 needed; no namespaces, cgroup or uid isolation)\n"
 		"  -h, --help          this text\n\n"
@@ -209,8 +209,12 @@ static void usage(FILE *f)
 		"Reasons in the record: ok, nonzero-exit, signaled, timeout, cpu-time, guest-oom,\n"
 		"output-limit, disk-full, guest-panic, vmm-seccomp, vmm-crash, agent-protocol-error,\n"
 		"setup-error, interrupted.\n"
-		"Environment: KILN_STATE_DIR (default /run/kiln), KILN_UID_BASE and KILN_UID_COUNT (uids\n"
-		"of runs, default 200000 and 1024).\n\n" KILN_RUN_EXIT_HELP);
+		"SIGINT, SIGTERM, SIGHUP or SIGQUIT to kiln tear the run down (reason interrupted).\n"
+		"kiln gc removes what runs left behind when their kiln was killed (SIGKILL); it exits 0,\n"
+		"or 121 when something could not be removed.\n"
+		"Environment: KILN_STATE_DIR (default /run/kiln, at most 64 characters), KILN_UID_BASE\n"
+		"and KILN_UID_COUNT (uids of runs, default 200000 and 1024; CIDs 3 + slot).\n\n"
+		KILN_RUN_EXIT_HELP);
 }
 
 /* ---- small OS helpers ------------------------------------------------------------------------ */
