@@ -512,7 +512,14 @@ static void conn_rx(struct vsock_dev *v, struct vsock_conn *c)
 
 #define PUMP_BUDGET 256u
 
-/* Deliver what waits for rx buffers: RSTs, control packets, then parked connections' data. */
+/*
+ * Deliver what waits for rx buffers: RSTs, control packets, then parked connections' data. Whatever
+ * a parked connection's conn_rx queues goes out in the same call while buffers last: an RST (host
+ * error) is only queued, so it is flushed here after each one; control packets (SHUTDOWN at EOF,
+ * CREDIT_REQUEST) are tried at once and listed only when no buffer is left, for the next rx kick.
+ * Work left when a budget runs out (buffers still there) asks for another call through the backend's
+ * kick: the guest, holding buffers, would never kick rx again.
+ */
 static void rx_pump(struct vsock_dev *v)
 {
 	if (!rst_flush(v))
@@ -524,8 +531,15 @@ static void rx_pump(struct vsock_dev *v)
 		struct vsock_conn *c = &v->conns[v->park_head];
 		park_del(v, c);
 		conn_rx(v, c);
+		if (!rst_flush(v))
+			return; /* out of buffers: the next rx kick delivers it */
 		if (c->state != VSOCK_FREE && c->rx_parked)
 			return; /* out of buffers again */
+	}
+	if (v->ctl_head >= 0 || v->park_head >= 0) {
+		/* A budget ran out with buffers left (an empty one returned above). */
+		v->deferred_notify |= 1u << VSOCK_RXQ;
+		v->be->kick(v->be_ctx);
 	}
 }
 

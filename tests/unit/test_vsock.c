@@ -860,6 +860,169 @@ static void test_rx_starved(void **state)
 	teardown_dev();
 }
 
+/* Park c: the host has data but the guest has no rx buffer (all taken). */
+static void park_one(struct vsock_conn *c)
+{
+	memset(fb.src, 'p', 100);
+	fb.src_len = 100;
+	fb.src_off = 0;
+	vsock_dev_readable(&dev, c);
+	assert_true(c->rx_parked);
+	assert_int_equal(fb.src_off, 0);
+	rx_none();
+}
+
+/* Whatever a parked connection's pump queues (RST on a host error, SHUTDOWN at host EOF,
+ * CREDIT_REQUEST when credit runs out, CREDIT_UPDATE owed from the tx side) reaches the guest in
+ * the same rx kick that freed buffers, never waiting for something else to kick the queue. */
+static void test_parked_pump_flushes_ctl(void **state)
+{
+	(void)state;
+	setup_dev(16);
+	rx_give(1);
+	struct vsock_conn *c = establish(); /* the RESPONSE took the only buffer */
+	/* RST: the host socket fails while the connection waits for buffers */
+	park_one(c);
+	fb.recv_err = -ECONNRESET;
+	rx_give(1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RST);
+	rx_none();
+	assert_int_equal(fb.releases, 1);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.rst_len, 0);
+	assert_int_equal(dev.park_head, -1);
+	fb.recv_err = 0;
+
+	/* RST behind another parked connection's data: both delivered in one kick */
+	fb.connects = 0;
+	rx_give(2);
+	c = establish();
+	struct vsock_hdr h = hdr(VSOCK_OP_REQUEST, 0);
+	h.src_port = 1001;
+	tx_full(&h, NULL, 0);
+	assert_int_equal(rx_expect(52, 1001), VSOCK_OP_RESPONSE);
+	struct vsock_conn *c2 = fb.last;
+	park_one(c);
+	park_one(c2); /* c2 behind c */
+	fb.recv_err = -EPIPE;
+	rx_give(2);
+	struct vsock_hdr r;
+	uint32_t ports = 0;
+	for (int k = 0; k < 2; k++) {
+		assert_true(rx_take(&r, NULL));
+		assert_int_equal(r.op, VSOCK_OP_RST);
+		assert_int_equal(r.src_port, 52);
+		ports |= 1u << (r.dst_port - 1000); /* park order rotates: either first */
+	}
+	assert_int_equal(ports, 3);
+	rx_none();
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.rst_len, 0);
+	fb.recv_err = 0;
+
+	/* SHUTDOWN: host EOF found while parked */
+	fb.connects = 0;
+	rx_give(1);
+	c = establish();
+	park_one(c);
+	fb.src_off = fb.src_len; /* data gone, EOF */
+	fb.src_eof = true;
+	rx_give(1);
+	assert_true(rx_take(&r, NULL));
+	assert_int_equal(r.op, VSOCK_OP_SHUTDOWN);
+	assert_int_equal(r.flags, VSOCK_SHUTDOWN_SEND);
+	rx_none();
+	fb.src_eof = false;
+	tx(VSOCK_OP_RST, 1000, 52, 0);
+	assert_int_equal(dev.nconns, 0);
+
+	/* CREDIT_REQUEST: the parked data uses up the guest's credit, one buffer only */
+	fb.connects = 0;
+	rx_give(1);
+	h = hdr(VSOCK_OP_REQUEST, 0);
+	h.buf_alloc = 60;
+	tx_full(&h, NULL, 0);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_RESPONSE);
+	c = fb.last;
+	park_one(c);
+	rx_give(1);
+	assert_true(rx_take(&r, NULL));
+	assert_int_equal(r.op, VSOCK_OP_RW);
+	assert_int_equal(r.len, 60);
+	rx_none(); /* no buffer left for the request yet */
+	assert_int_equal(c->ctl, VSOCK_CTL_CREDIT_REQUEST);
+	rx_give(1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_CREDIT_REQUEST);
+	rx_none();
+	/* with buffers enough, RW and CREDIT_REQUEST in one kick */
+	struct vsock_hdr u = hdr(VSOCK_OP_CREDIT_UPDATE, 0);
+	u.buf_alloc = 20;
+	u.fwd_cnt = 60;
+	tx_full(&u, NULL, 0); /* 20 more bytes of credit */
+	vsock_dev_readable(&dev, c);
+	assert_true(c->rx_parked);
+	rx_give(3);
+	assert_true(rx_take(&r, NULL));
+	assert_int_equal(r.op, VSOCK_OP_RW);
+	assert_int_equal(r.len, 20);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_CREDIT_REQUEST);
+	rx_none();
+	assert_false(c->rx_parked);
+	assert_int_equal(c->ctl, 0);
+	tx(VSOCK_OP_RST, 1000, 52, 0);
+
+	/* CREDIT_UPDATE owed (the guest asked) while parked: sent before the data */
+	fb.connects = 0;
+	c = establish(); /* the last buffer */
+	park_one(c);
+	tx(VSOCK_OP_CREDIT_REQUEST, 1000, 52, 0);
+	rx_none();
+	rx_give(1);
+	assert_int_equal(rx_expect(52, 1000), VSOCK_OP_CREDIT_UPDATE);
+	rx_none();
+	rx_give(4);
+	assert_true(rx_take(&r, NULL));
+	assert_int_equal(r.op, VSOCK_OP_RW);
+	assert_int_equal(r.len, 100);
+	rx_none();
+	teardown_dev();
+}
+
+/* More parked connections than one pump's budget, buffers left when it runs out: the pump asks
+ * for another run (backend kick) instead of leaving the rest parked until some later rx kick. */
+static void test_parked_pump_budget(void **state)
+{
+	(void)state;
+	enum { N = 300 };
+	static struct vsock_conn *cs[N];
+	setup_dev(N);
+	for (uint32_t p = 0; p < N; p++) {
+		rx_give(1);
+		struct vsock_hdr h = hdr(VSOCK_OP_REQUEST, 0);
+		h.src_port = 3000 + p;
+		tx_full(&h, NULL, 0);
+		assert_int_equal(rx_expect(52, 3000 + p), VSOCK_OP_RESPONSE);
+		cs[p] = fb.last;
+	}
+	memset(fb.src, 'q', 10);
+	fb.src_len = 10;
+	for (unsigned int p = 0; p < N; p++)
+		vsock_dev_readable(&dev, cs[p]); /* no buffer: every one parks */
+	for (unsigned int p = 0; p < N; p++)
+		assert_true(cs[p]->rx_parked);
+	fb.src_off = fb.src_len; /* the data went elsewhere: reads find nothing */
+	unsigned int kicks = fb.kicks;
+	rx_give(1);
+	assert_true(fb.kicks > kicks);
+	assert_true(dev.park_head >= 0);
+	vsock_dev_run(&dev); /* the loop answers the kick */
+	assert_int_equal(dev.park_head, -1);
+	for (unsigned int p = 0; p < N; p++)
+		assert_false(cs[p]->rx_parked);
+	rx_none();
+	teardown_dev();
+}
+
 static void test_shutdown_flows(void **state)
 {
 	(void)state;
@@ -1427,6 +1590,8 @@ int main(void)
 		cmocka_unit_test(test_counters_wrap),
 		cmocka_unit_test(test_credit_request_and_zero_buf_alloc),
 		cmocka_unit_test(test_rx_starved),
+		cmocka_unit_test(test_parked_pump_flushes_ctl),
+		cmocka_unit_test(test_parked_pump_budget),
 		cmocka_unit_test(test_shutdown_flows),
 		cmocka_unit_test(test_host_initiated),
 		cmocka_unit_test(test_host_errors),
