@@ -18,6 +18,21 @@ VS_RTT=${KILN_BENCH_VSOCK_RTT:-$([ -n "${KILN_IN_KVMHOST:-}" ] && echo 300 || ec
 VS_CID=3 VS_ECHO=5000 VS_AGENT=5002 VS_STOP=5999 VS_H2G=6000 VS_G2H=6001
 VH=tests/e2e/helpers/vsock-host.py
 
+# vs_step SECS CMD...: one measurement, stopped early once the VMM ($pid) has exited or its guest
+# panicked (seen in the emulated host: a nested guest's double fault), so a dead guest costs
+# seconds, not the whole time limit.
+vs_step() {
+  local secs=$1 sp end; shift
+  "$@" & sp=$! end=$((SECONDS + secs))
+  while kill -0 "$sp" 2>/dev/null; do
+    if [ $SECONDS -ge $end ] || ! kill -0 "$pid" 2>/dev/null || grep -q 'Kernel panic' "$OUT/$vs_name.out"; then
+      kill "$sp" 2>/dev/null; echo "vsock: step stopped (time limit, VMM gone or guest panic)"; break
+    fi
+    sleep 0.5
+  done
+  wait "$sp"
+}
+
 vsock_bench() {
   local d i v o pid rc t line
   local -a k_h=() k_g=() k_r=() q_h=() q_g=() q_r=()
@@ -38,7 +53,7 @@ SCRIPT
     for v in $o; do
       [ "$v" = kiln ] || [ "$have_vhost" = 1 ] || continue
       rm -f "$d"/v.sock*
-      BG=1
+      BG=1 vs_name=vsock-$v-$i
       if [ "$v" = kiln ]; then
         t=$d/v.sock
         kiln "vsock-kiln-$i" "$args" --disk "$d/script.img,ro" --vsock "cid=$VS_CID,uds=$t${KILN_BENCH_VSOCK_OPTS:-}"
@@ -50,16 +65,17 @@ SCRIPT
       fi
       BG=0; pid=$PID
       local h= g= r= ok=1
-      if [ "$(timeout 150 python3 "$VH" agent "$t" $VS_AGENT "echo up" 120 2>&1)" != up ]; then
-        ok=0
+      line=$(vs_step 150 python3 "$VH" agent "$t" $VS_AGENT "echo up" 120 2>&1)
+      if [ "$line" != up ]; then
+        ok=0; log "vsock $v agent: $line"
       else
-        line=$(timeout 600 python3 "$VH" bench-h2g "$t" $VS_AGENT $VS_H2G $((VS_MB << 20)) 2>&1) \
+        line=$(vs_step 600 python3 "$VH" bench-h2g "$t" $VS_AGENT $VS_H2G $((VS_MB << 20)) 2>&1) \
           && h=$(sed -n 's/.*mib_s=\([0-9.]*\).*/\1/p' <<< "$line") || { ok=0; log "vsock $v h2g: $line"; }
-        line=$(timeout 600 python3 "$VH" bench-g2h "$t" $VS_AGENT $VS_G2H $((VS_MB << 20)) 2>&1) \
-          && g=$(sed -n 's/.*mib_s=\([0-9.]*\).*/\1/p' <<< "$line") || { ok=0; log "vsock $v g2h: $line"; }
-        line=$(timeout 300 python3 "$VH" rtt "$t" $VS_ECHO "$VS_RTT" 64 2>&1) \
-          && r=$(sed -n 's/.*rtt_us_median=\([0-9.]*\).*/\1/p' <<< "$line") || { ok=0; log "vsock $v rtt: $line"; }
-        timeout 30 python3 "$VH" stop "$t" $VS_STOP >/dev/null 2>&1
+        [ "$ok" = 1 ] && { line=$(vs_step 600 python3 "$VH" bench-g2h "$t" $VS_AGENT $VS_G2H $((VS_MB << 20)) 2>&1) \
+          && g=$(sed -n 's/.*mib_s=\([0-9.]*\).*/\1/p' <<< "$line") || { ok=0; log "vsock $v g2h: $line"; }; }
+        [ "$ok" = 1 ] && { line=$(vs_step 300 python3 "$VH" rtt "$t" $VS_ECHO "$VS_RTT" 64 2>&1) \
+          && r=$(sed -n 's/.*rtt_us_median=\([0-9.]*\).*/\1/p' <<< "$line") || { ok=0; log "vsock $v rtt: $line"; }; }
+        vs_step 30 python3 "$VH" stop "$t" $VS_STOP >/dev/null 2>&1
       fi
       local end=$((SECONDS + 60))
       while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
