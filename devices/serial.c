@@ -164,7 +164,10 @@ static uint8_t rx_get(struct serial *s)
 	return b;
 }
 
-/* Transmit one byte: loopback into RX, or append to the output ring (drop when full). */
+/*
+ * Transmit one byte: loopback into RX, or append to the output ring (drop when full). out_ready
+ * fires when the ring stops being empty and when it reaches half full, never once per byte.
+ */
 static void tx_byte(struct serial *s, uint8_t b)
 {
 	if (s->mcr & MCR_LOOP) {
@@ -177,7 +180,7 @@ static void tx_byte(struct serial *s, uint8_t b)
 	}
 	s->out[(s->out_head + s->out_len) % s->out_cap] = b;
 	s->out_len++;
-	if (s->out_len == 1 && s->ops.out_ready)
+	if ((s->out_len == 1 || s->out_len == s->out_high) && s->ops.out_ready)
 		s->ops.out_ready(s->ctx);
 }
 
@@ -201,6 +204,7 @@ int serial_init(struct serial *s, size_t out_cap, const struct serial_ops *ops, 
 		s->ops = *ops;
 	s->ctx = ctx;
 	s->out_cap = out_cap;
+	s->out_high = out_cap / 2;
 	s->dll = 12;
 	return 0;
 }
@@ -404,6 +408,16 @@ size_t serial_out_take(struct serial *s, uint8_t *buf, size_t len)
 	}
 	s->out_head = s->out_len == n ? 0 : (s->out_head + n) % s->out_cap;
 	s->out_len -= n;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+size_t serial_out_pending(struct serial *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->out_len;
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }

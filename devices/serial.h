@@ -17,7 +17,9 @@
  */
 struct serial_ops {
 	void (*irq)(void *ctx, int level);   /* set the IRQ line level (1 asserted, 0 deasserted); the VMM maps it to KVM_IRQ_LINE on IRQ 4 */
-	void (*out_ready)(void *ctx);        /* output ring went from empty to non-empty: host should drain */
+	/* output ring went from empty to non-empty, or filled to half its size: host should drain
+	 * (at once after the second; it may batch after the first, see serial_out_pending) */
+	void (*out_ready)(void *ctx);
 	void (*rx_space)(void *ctx);         /* guest consumed rx data, or enabled receive interrupts: host may push more */
 };
 
@@ -58,6 +60,7 @@ struct serial {
 	size_t out_cap;
 	size_t out_head;   /* index of the oldest byte */
 	size_t out_len;    /* bytes queued, never above out_cap */
+	size_t out_high;   /* out_len at which out_ready is called a second time: out_cap / 2 */
 	uint64_t out_dropped;
 };
 
@@ -117,6 +120,14 @@ size_t serial_rx_push(struct serial *s, const uint8_t *buf, size_t len);
  * Calls no callback.
  */
 size_t serial_out_take(struct serial *s, uint8_t *buf, size_t len);
+
+/*
+ * Bytes queued in the output ring now. With out_ready this lets the host batch: after the
+ * empty -> non-empty call it may wait a little for more bytes while fewer than out_cap / 2 are
+ * queued (the device calls out_ready again when half the ring is full), rather than wake up and
+ * drain for every byte the guest writes.
+ */
+size_t serial_out_pending(struct serial *s);
 
 /*
  * Bytes the guest wrote while the output ring was full: dropped and counted,

@@ -151,7 +151,7 @@ int boot_write(const struct gmem *m, const struct mem_layout *l, const struct bz
 
 	if (clen > bz->cmdline_max)
 		return -E2BIG;
-	if ((r = gmem_write(m, bz->load_addr, file + bz->pm_offset, bz->pm_size)) < 0)
+	if (file && (r = gmem_write(m, bz->load_addr, file + bz->pm_offset, bz->pm_size)) < 0)
 		return r;
 	if ((r = gmem_write(m, BOOT_CMDLINE_ADDR, cmdline, clen + 1)) < 0)
 		return r;

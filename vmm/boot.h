@@ -45,7 +45,10 @@ struct bzimage {
  * magic, protocol older than 2.12 or no 64-bit entry, setup_sects beyond the file,
  * a protected-mode part shorter than syssize says (truncated), not loadable high.
  * On refusal returns -EINVAL and writes a one-line reason into why[whylen].
+ * Only the setup header is read (file offsets below 0x270): file may hold just the first
+ * min(size, BZIMAGE_HDR_BYTES) bytes of the image, zero-padded to BZIMAGE_HDR_BYTES.
  */
+#define BZIMAGE_HDR_BYTES 0x1000 /* bzimage_parse reads no byte of file beyond this */
 int bzimage_parse(const uint8_t *file, size_t size, struct bzimage *bz, char *why, size_t whylen) KILN_WUR;
 
 /* The guest RAM layout for mem_bytes of memory: one region below the hole, one above. */
@@ -73,7 +76,10 @@ unsigned int e820_build(const struct mem_layout *l, struct e820_ent *e, unsigned
 /*
  * Write the boot state into guest memory: protected-mode kernel, command line,
  * zero page (setup header, loader type, heap, cmdline and initrd pointers, e820).
- * The initrd itself, when any, must already be copied to initrd_addr by the caller.
+ * The initrd itself, when any, must already be copied to initrd_addr by the caller. With
+ * file NULL the protected-mode kernel is not copied either: the caller puts bz->pm_size bytes
+ * from file offset bz->pm_offset at bz->load_addr itself (kiln-vmm reads them straight from
+ * the file into guest memory).
  * The caller has checked everything with bzimage_parse/initrd_place; this still
  * returns -EFAULT rather than write outside guest RAM.
  */

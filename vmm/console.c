@@ -124,10 +124,24 @@ static void push_in(struct console *c, int readable)
 		update_in_watch(c);
 }
 
+/*
+ * The device rang: its ring went non-empty or reached half full. Write out at once in the second
+ * case (or when stdout is gone: nothing to batch for); otherwise let the batch grow for
+ * CONSOLE_FLUSH_DELAY_NS (a timer already armed keeps its deadline).
+ */
 static void on_out_efd(void *ctx, int fd, uint32_t ev)
 {
+	struct console *c = ctx;
 	(void)ev;
 	efd_drain(fd);
+	if (c->out_dead || serial_out_pending(&c->serial) >= CONSOLE_OUT_CAP / 2)
+		flush_out(c);
+	else
+		evloop_timer_arm(&c->flush_timer, CONSOLE_FLUSH_DELAY_NS);
+}
+
+static void on_flush_timer(void *ctx)
+{
 	flush_out(ctx);
 }
 
@@ -170,6 +184,9 @@ int console_init(struct console *c, struct vm *vm, struct evloop *loop)
 		return -errno;
 	if ((r = serial_init(&c->serial, CONSOLE_OUT_CAP, &ops, c)) < 0)
 		return r;
+	if ((r = evloop_timer_add(loop, &c->flush_timer, on_flush_timer, c)) < 0)
+		return r;
+	c->timer_added = 1;
 	if ((r = evloop_add(loop, c->out_efd, EPOLLIN, on_out_efd, c)) < 0 ||
 	    (r = evloop_add(loop, c->rx_efd, EPOLLIN, on_rx_efd, c)) < 0)
 		return r;
@@ -214,6 +231,9 @@ void console_destroy(struct console *c)
 			evloop_del(c->loop, c->in_fd);
 		evloop_del(c->loop, c->out_efd);
 		evloop_del(c->loop, c->rx_efd);
+		if (c->timer_added)
+			evloop_timer_del(c->loop, &c->flush_timer);
+		c->timer_added = 0;
 	}
 	if (c->out_flags >= 0)
 		(void)fcntl(STDOUT_FILENO, F_SETFL, c->out_flags);

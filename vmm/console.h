@@ -11,6 +11,12 @@
 #include "util.h"
 
 #define CONSOLE_OUT_CAP (64 * 1024) /* bound of buffered guest console output */
+/*
+ * Guest output waits up to this long in the ring before the loop writes it out, unless half the
+ * ring fills first: one wake-up of the loop thread per batch, not per byte (each byte is a VM
+ * exit; waking the loop for each doubled the thread switches of a console flood).
+ */
+#define CONSOLE_FLUSH_DELAY_NS (5 * 1000 * 1000)
 #define CONSOLE_IRQ 4
 
 struct vm;
@@ -27,6 +33,8 @@ struct console {
 	int out_watch;  /* stdout is registered for EPOLLOUT */
 	int out_flags;  /* stdout's original status flags, -1 if untouched */
 	int out_dead;   /* stdout is gone: output is discarded */
+	int timer_added; /* flush_timer is registered with the loop */
+	struct evloop_timer flush_timer; /* deferred write-out of a batch of guest output */
 	uint8_t pend[4096];
 	size_t pend_off, pend_len;
 	uint8_t in_buf[SERIAL_RX_FIFO];

@@ -2,14 +2,17 @@
 #include "evloop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 int evloop_init(struct evloop *l)
 {
 	l->used = 0;
 	l->stop = 0;
+	l->ntimers = 0;
 	l->h = calloc(EVLOOP_MAX_HANDLERS, sizeof(*l->h));
 	if (!l->h)
 		return -ENOMEM;
@@ -76,11 +79,87 @@ void evloop_del(struct evloop *l, int fd)
 	h->cb = NULL;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int evloop_timer_add(struct evloop *l, struct evloop_timer *t, void (*cb)(void *ctx), void *ctx)
+{
+	if (l->ntimers >= EVLOOP_MAX_TIMERS)
+		return -ENOSPC;
+	t->cb = cb;
+	t->ctx = ctx;
+	t->due_ns = 0;
+	l->timers[l->ntimers++] = t;
+	return 0;
+}
+
+void evloop_timer_arm(struct evloop_timer *t, uint64_t delay_ns)
+{
+	if (t->due_ns == 0)
+		t->due_ns = now_ns() + delay_ns + 1; /* + 1: never 0, the "not armed" mark */
+}
+
+void evloop_timer_cancel(struct evloop_timer *t)
+{
+	t->due_ns = 0;
+}
+
+void evloop_timer_del(struct evloop *l, struct evloop_timer *t)
+{
+	for (unsigned int i = 0; i < l->ntimers; i++) {
+		if (l->timers[i] == t) {
+			t->due_ns = 0;
+			l->timers[i] = l->timers[--l->ntimers];
+			return;
+		}
+	}
+}
+
+/* epoll_wait timeout for the nearest armed timer: -1 (none), 0 (due), else ms rounded up. */
+static int next_timeout_ms(const struct evloop *l)
+{
+	uint64_t first = 0, now;
+
+	for (unsigned int i = 0; i < l->ntimers; i++) {
+		uint64_t d = l->timers[i]->due_ns;
+		if (d && (!first || d < first))
+			first = d;
+	}
+	if (!first)
+		return -1;
+	now = now_ns();
+	if (first <= now)
+		return 0;
+	uint64_t ms = (first - now + 999999u) / 1000000u;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/*
+ * Fire the timers whose deadline has passed. A callback may arm, cancel or delete timers; one
+ * moved into a slot already visited by a deletion fires on the next pass (its timeout is 0).
+ */
+static void run_timers(struct evloop *l)
+{
+	uint64_t now = now_ns();
+
+	for (unsigned int i = 0; i < l->ntimers && !l->stop; i++) {
+		struct evloop_timer *t = l->timers[i];
+		if (t->due_ns && t->due_ns <= now) {
+			t->due_ns = 0;
+			t->cb(t->ctx);
+		}
+	}
+}
+
 int evloop_run(struct evloop *l)
 {
 	struct epoll_event evs[64];
 	while (!l->stop) {
-		int n = epoll_wait(l->ep, evs, 64, -1);
+		int n = epoll_wait(l->ep, evs, 64, next_timeout_ms(l));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -91,6 +170,8 @@ int evloop_run(struct evloop *l)
 			if (h->fd >= 0 && h->cb)
 				h->cb(h->ctx, h->fd, evs[i].events);
 		}
+		if (l->ntimers && !l->stop)
+			run_timers(l);
 	}
 	return 0;
 }

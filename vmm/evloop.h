@@ -7,9 +7,20 @@
 #include "util.h"
 
 #define EVLOOP_MAX_HANDLERS 4096
+#define EVLOOP_MAX_TIMERS   4
 
 /* Called in the loop thread with the epoll events that fired for fd. */
 typedef void (*evloop_cb)(void *ctx, int fd, uint32_t events);
+
+/*
+ * A one-shot timer run by the loop thread (no fd, no syscall beyond epoll_wait's timeout and the
+ * clock). Owned by the caller; registered once with evloop_timer_add.
+ */
+struct evloop_timer {
+	void (*cb)(void *ctx);
+	void *ctx;
+	uint64_t due_ns; /* CLOCK_MONOTONIC deadline; 0: not armed */
+};
 
 struct evloop_handler {
 	int fd;            /* -1: free slot */
@@ -22,6 +33,8 @@ struct evloop {
 	struct evloop_handler *h; /* EVLOOP_MAX_HANDLERS slots, allocated once */
 	unsigned int used;
 	int stop;
+	struct evloop_timer *timers[EVLOOP_MAX_TIMERS];
+	unsigned int ntimers;
 };
 
 /* Create the loop. 0 or -errno. */
@@ -39,6 +52,24 @@ int evloop_mod(struct evloop *l, int fd, uint32_t events) KILN_WUR;
 
 /* Stop watching fd (does not close it). Safe inside a callback, also for other fds. */
 void evloop_del(struct evloop *l, int fd);
+
+/*
+ * Register timer t (disarmed) whose cb(ctx) the loop runs once per arming, after the fd callbacks
+ * of the wake-up in which its deadline has passed. 0, or -ENOSPC beyond EVLOOP_MAX_TIMERS.
+ */
+int evloop_timer_add(struct evloop *l, struct evloop_timer *t, void (*cb)(void *ctx), void *ctx) KILN_WUR;
+
+/*
+ * Arm t to fire delay_ns from now, unless it is already armed: an armed timer keeps its earlier
+ * deadline (a burst of arm calls fires once, delay_ns after the first). From the loop thread only.
+ */
+void evloop_timer_arm(struct evloop_timer *t, uint64_t delay_ns);
+
+/* Disarm t (a no-op when it is not armed). */
+void evloop_timer_cancel(struct evloop_timer *t);
+
+/* Unregister t; it never fires after this. Safe inside a callback. */
+void evloop_timer_del(struct evloop *l, struct evloop_timer *t);
 
 /* Run until evloop_stop() is called from a callback. 0, or -errno if epoll_wait fails. */
 int evloop_run(struct evloop *l) KILN_WUR;

@@ -625,6 +625,41 @@ static void test_boot_write(void **state)
 	free(f);
 }
 
+/*
+ * kiln-vmm parses a buffer that holds only the image's first BZIMAGE_HDR_BYTES (zero-padded)
+ * with the file's real size, then boot_write(file NULL) and reads the payload into place itself:
+ * the verdict and fields match a parse of the whole file, and guest memory at the load address
+ * is left alone.
+ */
+static void test_parse_header_only_and_write_without_payload(void **state)
+{
+	(void)state;
+	const size_t size = IMG_PM_OFF + IMG_PAYLOAD;
+	uint8_t *f = mk_image();
+	static uint8_t hdr[BZIMAGE_HDR_BYTES];
+	struct bzimage whole, head;
+	struct mem_layout l;
+	struct guest g;
+
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, f, sizeof(hdr) < size ? sizeof(hdr) : size);
+	parse_ok(f, size, &whole);
+	parse_ok(hdr, size, &head);
+	assert_memory_equal(&whole, &head, sizeof(whole));
+	/* A truncated file is still refused from the header alone: syssize against the size. */
+	expect_reject(hdr, size - 16, "truncated");
+
+	mem_layout_for(GUEST_SIZE, &l);
+	guest_init(&g, GUEST_SIZE);
+	memset(g.ram + head.load_addr, 0xa5, IMG_PAYLOAD);
+	assert_int_equal(boot_write(&g.m, &l, &head, NULL, "console=ttyS0", 0, 0), 0);
+	for (size_t i = 0; i < IMG_PAYLOAD; i++)
+		assert_int_equal(g.ram[head.load_addr + i], 0xa5);
+	assert_memory_equal(g.ram + 0x20000, "console=ttyS0", 14);
+	free(g.ram);
+	free(f);
+}
+
 static void test_boot_write_initrd_high_and_none(void **state)
 {
 	(void)state;
@@ -776,6 +811,7 @@ int main(void)
 		cmocka_unit_test(test_initrd_empty),
 		cmocka_unit_test(test_initrd_exact_fit),
 		cmocka_unit_test(test_boot_write),
+		cmocka_unit_test(test_parse_header_only_and_write_without_payload),
 		cmocka_unit_test(test_boot_write_initrd_high_and_none),
 		cmocka_unit_test(test_boot_write_cmdline_too_long),
 		cmocka_unit_test(test_boot_write_guest_too_small),

@@ -520,7 +520,9 @@ static void test_out_ring_bounded(void **state)
 	assert_int_equal(s.out_cap, cap);
 	assert_int_equal(s.out_len, cap);
 	assert_int_equal(serial_out_dropped(&s), total - cap);
-	assert_int_equal(r.out_ready, 1);
+	/* Two wake-ups for 10 MB: non-empty, then half full; none per byte, none while full. */
+	assert_int_equal(r.out_ready, 2);
+	assert_int_equal(serial_out_pending(&s), cap);
 	if (rss0 >= 0 && rss1 >= 0)
 		assert_true(rss1 - rss0 < 4096); /* far below the 10 MB written */
 	/* What is kept is the oldest output, in order. */
@@ -551,26 +553,79 @@ static void test_drain_ordering(void **state)
 	assert_int_equal(serial_init(&s, 8, &ops, &r), 0);
 	assert_int_equal(serial_out_take(&s, buf, sizeof(buf)), 0);
 	write_str(&s, "abcdef");
-	assert_int_equal(r.out_ready, 1);
+	assert_int_equal(r.out_ready, 2); /* "a": non-empty; "d": half of 8 */
 	assert_int_equal(serial_out_take(&s, buf, 4), 4);
 	assert_memory_equal(buf, "abcd", 4);
-	/* Not empty yet: no new out_ready. Wraps around the end of the ring. */
+	/* Not empty yet: no call for "g"; "h" brings it back to half full. Wraps around the end. */
 	write_str(&s, "ghijk");
-	assert_int_equal(r.out_ready, 1);
+	assert_int_equal(r.out_ready, 3);
 	assert_int_equal(s.out_len, 7);
 	assert_int_equal(serial_out_take(&s, buf, 3), 3);
 	assert_memory_equal(buf, "efg", 3);
 	write_str(&s, "lmnopq"); /* 4 queued + 6 = 10 > 8: "pq" dropped */
 	assert_int_equal(serial_out_dropped(&s), 2);
+	assert_int_equal(r.out_ready, 3); /* from 4 upwards: never reaches 4 again, no call */
 	assert_int_equal(serial_out_take(&s, buf, sizeof(buf)), 8);
 	assert_memory_equal(buf, "hijklmno", 8);
-	/* Empty -> non-empty again signals again. */
+	/* Empty -> non-empty signals again. */
 	write_str(&s, "z");
-	assert_int_equal(r.out_ready, 2);
+	assert_int_equal(r.out_ready, 4);
 	assert_int_equal(serial_out_take(&s, buf, 0), 0);
 	assert_int_equal(serial_out_take(&s, buf, 1), 1);
 	assert_int_equal(buf[0], 'z');
 	assert_int_equal(serial_out_dropped(&s), 2);
+	serial_destroy(&s);
+}
+
+/*
+ * out_ready lets the host batch: it rings when the ring stops being empty and when it reaches
+ * half full, so a host that waits after the first call is told before the ring can overflow.
+ */
+static void test_out_ready_batching(void **state)
+{
+	struct serial s;
+	struct rec r;
+	uint8_t buf[64];
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(serial_init(&s, 64, &ops, &r), 0);
+	assert_int_equal(serial_out_pending(&s), 0);
+	serial_pio_write(&s, THR, 'x');
+	assert_int_equal(r.out_ready, 1);
+	for (int i = 1; i < 31; i++)
+		serial_pio_write(&s, THR, 'x');
+	assert_int_equal(r.out_ready, 1);
+	assert_int_equal(serial_out_pending(&s), 31);
+	serial_pio_write(&s, THR, 'x'); /* the 32nd byte: half of 64 */
+	assert_int_equal(r.out_ready, 2);
+	for (int i = 0; i < 40; i++) /* fills the ring, 8 dropped: no more calls */
+		serial_pio_write(&s, THR, 'y');
+	assert_int_equal(r.out_ready, 2);
+	assert_int_equal(serial_out_pending(&s), 64);
+	assert_int_equal(serial_out_dropped(&s), 8);
+	/* A partial drain that leaves bytes queued re-arms neither call until refilled to half. */
+	assert_int_equal(serial_out_take(&s, buf, 40), 40);
+	assert_int_equal(serial_out_pending(&s), 24);
+	for (int i = 0; i < 7; i++)
+		serial_pio_write(&s, THR, 'z');
+	assert_int_equal(r.out_ready, 2);
+	serial_pio_write(&s, THR, 'z');
+	assert_int_equal(r.out_ready, 3);
+	assert_int_equal(serial_out_take(&s, buf, sizeof(buf)), 32);
+	assert_int_equal(serial_out_pending(&s), 0);
+	serial_pio_write(&s, THR, 'w');
+	assert_int_equal(r.out_ready, 4);
+	serial_destroy(&s);
+
+	/* A one-byte ring: one call per empty -> full, the half mark (0) never counts. */
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(serial_init(&s, 1, &ops, &r), 0);
+	serial_pio_write(&s, THR, 'a');
+	serial_pio_write(&s, THR, 'b');
+	assert_int_equal(r.out_ready, 1);
+	assert_int_equal(serial_out_take(&s, buf, sizeof(buf)), 1);
+	assert_int_equal(buf[0], 'a');
 	serial_destroy(&s);
 }
 
@@ -680,6 +735,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_room_gating, setup, teardown),
 		cmocka_unit_test(test_out_ring_bounded),
 		cmocka_unit_test(test_drain_ordering),
+		cmocka_unit_test(test_out_ready_batching),
 		cmocka_unit_test_setup_teardown(test_linux_probe, setup, teardown),
 		cmocka_unit_test(test_threads),
 	};
