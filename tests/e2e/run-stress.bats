@@ -1,0 +1,151 @@
+#!/usr/bin/env bats
+# run-stress.bats: `kiln run` many times: sequential and concurrent runs all succeed, keep their
+# output apart, and leave nothing behind. Needs root, /dev/kvm that runs guests and cgroup v2.
+# Sizes: 20 sequential and 8 concurrent runs (the issue's figures). KILN_STRESS_SEQ and
+# KILN_STRESS_CONC override them; nothing scales them down by default, also not in the emulated
+# host (KILN_IN_KVMHOST=1), where the whole file took 172 s (well within its 900 s limit).
+# In the emulated host only, a run that ends in the known nested-guest reset is run once more
+# (the concurrent batch as a whole), said on the TAP stream; see known_reset.
+bats_require_minimum_version 1.5.0
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+KILN=$ROOT/build/kiln
+SEQ=${KILN_STRESS_SEQ:-20}
+CONC=${KILN_STRESS_CONC:-8}
+
+setup_file() {
+	export KILN_STATE_DIR=/run/kiln-stress-$$
+}
+
+setup() {
+	[ "$(id -u)" = 0 ] || skip "kiln run jails the VM: needs root"
+	[ -x "$KILN" ] || skip "build first: make build/kiln"
+	[ -f "$ROOT/build/guest/bzImage" ] && [ -f "$ROOT/build/guest/rootfs.ext4" ] ||
+		skip "no guest kernel or root image (make guest-kernel guest-image)"
+	[ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] || skip "no /dev/kvm that runs guests (use tests/kvmhost.sh)"
+	[ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] || skip "cgroup v2 is not mounted"
+	S=$KILN_STATE_DIR
+	T=$BATS_TEST_TMPDIR
+}
+
+# What any run may have left: processes, cgroups, mounts, jail dirs, scratch disks, sockets.
+# Prints them; empty when nothing is left.
+leftovers() {
+	local left=""
+	pgrep -x kiln-vmm >/dev/null && left+=" kiln-vmm processes: $(pgrep -x kiln-vmm | tr '\n' ' ');"
+	pgrep -x kiln-jailer >/dev/null && left+=" kiln-jailer processes;"
+	[ -z "$(ls -A "$S/runs" 2>/dev/null)" ] || left+=" run dirs: $(ls "$S/runs");"
+	[ -z "$(ls -A "$S/jail/kiln-vmm" 2>/dev/null)" ] || left+=" jail dirs;"
+	[ -z "$(ls -d /sys/fs/cgroup/kiln/k* 2>/dev/null)" ] || left+=" cgroups;"
+	! grep -q "$S" /proc/self/mountinfo || left+=" mounts;"
+	[ -z "$(find "$S" \( -name scratch.img -o -type s \) 2>/dev/null)" ] || left+=" scratch disks or sockets;"
+	printf '%s' "$left"
+}
+
+teardown() {
+	[ -n "${S:-}" ] || return 0
+	local left
+	left=$(leftovers)
+	if [ -n "$left" ]; then
+		pkill -KILL -x kiln-vmm || true
+		"$KILN" gc >/dev/null 2>&1 || true
+		echo "teardown: left behind:$left" >&2
+		return 1
+	fi
+}
+
+# The record: the last line of $output.
+field() { printf '%s\n' "$output" | tail -1 | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(json.dumps(v) if isinstance(v,(bool,dict)) or v is None else v)"; }
+
+# KNOWN BUG (open, the emulated host only; boot.bats and seccomp.bats meet it too, see issue 3's
+# note): a nested guest sometimes ends in a reset (kiln-vmm status 4) with no kernel message
+# before it (no panic, no "Restarting system": most likely a triple fault under QEMU TCG's
+# nested SVM). kiln run reports that correctly (guest-panic, exit 122). known_reset STATUS
+# STDOUT STDERR: true for exactly that, in the emulated host only; the test then says so and
+# runs it once more. Anything else, a second reset, or anything left behind by the reset run
+# still fails.
+known_reset() {
+	local output=$2
+	[ -n "${KILN_IN_KVMHOST:-}" ] && [ "$1" = 122 ] && [ "$(field '["reason"]' 2>/dev/null)" = guest-panic ] &&
+		[[ $3 == *"kiln-vmm: guest reset"* ]]
+}
+
+@test "run-stress: sequential runs (20) all succeed and each leaves nothing behind" {
+	# (loop variable rn: bats' run assigns i in the caller's scope)
+	local ids="" left rn attempt
+	for rn in $(seq "$SEQ"); do
+		for attempt in 1 2; do
+			run --separate-stderr "$KILN" run --json -- sh -c "echo seq-$rn; echo data > /work/f; cat /work/f"
+			[ "$attempt" = 1 ] && known_reset "$status" "$output" "$stderr" || break
+			echo "# run-stress: run $rn: guest reset in the emulated host (known bug): once more" >&3
+			left=$(leftovers)
+			[ -z "$left" ] || { echo "after the reset of run $rn:$left"; false; }
+		done
+		[ "$status" -eq 0 ] || { echo "run $rn: status $status: $output $stderr"; false; }
+		[ "${lines[0]}" = "seq-$rn" ] || { echo "run $rn: $output"; false; }
+		[ "${lines[1]}" = data ] || { echo "run $rn: $output"; false; }
+		[ "$(field '["reason"]')" = ok ]
+		[ -z "$stderr" ] || { echo "run $rn: stderr: $stderr"; false; }
+		ids+="$(field '["id"]') "
+		left=$(leftovers)
+		[ -z "$left" ] || { echo "after run $rn:$left"; false; }
+	done
+	# Every run had its own id.
+	[ "$(echo "$ids" | tr ' ' '\n' | grep -c .)" = "$SEQ" ]
+	[ "$(echo "$ids" | tr ' ' '\n' | grep . | sort -u | wc -l)" = "$SEQ" ]
+}
+
+@test "run-stress: concurrent runs (8) all succeed, keep their output apart, leave nothing" {
+	local pids=() rcs=() rn max n u snap attempt resets left
+	for attempt in 1 2; do
+		pids=() rcs=() max=0 resets=0
+		for rn in $(seq "$CONC"); do
+			"$KILN" run --json -- sh -c "for j in \$(seq 200); do echo c$rn-\$j; done; id -u" \
+				> "$T/out.$rn" 2> "$T/err.$rn" &
+			pids+=($!)
+		done
+		# While they run: count the VMs alive at once; in every sample each runs as its own uid.
+		for _ in $(seq 1200); do
+			snap=$(ps -o uid= -C kiln-vmm || true)
+			n=$(printf '%s\n' "$snap" | grep -c . || true)
+			u=$(printf '%s\n' "$snap" | grep . | sort -u | wc -l)
+			[ "$u" = "$n" ] || { echo "VMs sharing a uid: $snap"; false; }
+			[ "$n" -gt "$max" ] && max=$n
+			[ "$n" -ge "$CONC" ] && break
+			sleep 0.1
+		done
+		for rn in $(seq "$CONC"); do
+			wait "${pids[$((rn - 1))]}" && rcs+=(0) || rcs+=($?)
+		done
+		# The whole batch once more only when every failed run is the known reset.
+		for rn in $(seq "$CONC"); do
+			[ "${rcs[$((rn - 1))]}" = 0 ] && continue
+			if [ "$attempt" = 1 ] && known_reset "${rcs[$((rn - 1))]}" "$(cat "$T/out.$rn")" "$(cat "$T/err.$rn")"; then
+				resets=$((resets + 1))
+			else
+				echo "run $rn failed (exit ${rcs[$((rn - 1))]}): $(cat "$T/out.$rn" "$T/err.$rn")"
+				false
+			fi
+		done
+		[ "$resets" != 0 ] || break
+		echo "# run-stress: $resets of $CONC concurrent runs: guest reset in the emulated host (known bug): the batch once more" >&3
+		left=$(leftovers)
+		[ -z "$left" ] || { echo "after the reset batch:$left"; false; }
+	done
+	echo "at most $max VMs at once, each with its own uid"
+	[ "$max" -ge 2 ]
+	local ids=""
+	for rn in $(seq "$CONC"); do
+		# Its 200 lines, in order, and none of another run's.
+		[ "$(grep -c "^c$rn-" "$T/out.$rn")" = 200 ]
+		[ "$(grep -c '^c' "$T/out.$rn")" = 200 ]
+		[ "$(grep "^c$rn-" "$T/out.$rn" | cut -d- -f2 | tr '\n' ' ')" = "$(seq -s ' ' 200) " ]
+		[ "$(sed -n 201p "$T/out.$rn")" = 1000 ]
+		[ ! -s "$T/err.$rn" ] || { echo "run $rn: stderr: $(cat "$T/err.$rn")"; false; }
+		output=$(tail -1 "$T/out.$rn")
+		[ "$(field '["reason"]')" = ok ]
+		ids+="$(field '["id"]') "
+	done
+	[ "$(echo "$ids" | tr ' ' '\n' | grep . | sort -u | wc -l)" = "$CONC" ]
+	[ -z "$(leftovers)" ]
+}
