@@ -218,7 +218,7 @@ row() { printf '%-38s %12s %14s %7s %9s %5s\n' "$@"; }
 echo
 [ -z "${KILN_IN_KVMHOST:-}" ] || echo "(inside the emulated host: absolute times are meaningless, compare the ratios)"
 row metric kiln "qemu microvm" ratio goal met?
-row "boot->init->exit, median s (ok/$RUNS)" "${bk:-fail} (${#boot_kiln[@]})" "${bq:-fail} (${#boot_qemu[@]})" \
+[ "$RUNS" = 0 ] || row "boot->init->exit, median s (ok/$RUNS)" "${bk:-fail} (${#boot_kiln[@]})" "${bq:-fail} (${#boot_qemu[@]})" \
   "${br:-n/a}" "<= 0.50" "$(met "$br" 0.5 le)"
 row "VMM RSS beyond guest RAM, MiB" "${mko:-n/a}" "${mqo:-n/a}" "$(ratio "$mko" "$mqo")" "<= 1.00" "$(met "$mko" 1 le)"
 row "VMM total RSS while guest idles, MiB" "${mkt:-n/a}" "${mqt:-n/a}" "$(ratio "$mkt" "$mqt")" "-" "-"
