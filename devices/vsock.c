@@ -113,6 +113,13 @@ static struct vsock_conn *conn_find(struct vsock_dev *v, uint32_t host_port, uin
 	return NULL;
 }
 
+/* Pool bytes beyond what live connections advertise and the floors of the free slots. */
+static uint64_t pool_spare(const struct vsock_dev *v)
+{
+	uint64_t reserved = v->pool + (uint64_t)(v->max_conns - v->nconns) * v->buf_floor;
+	return reserved < VSOCK_TOTAL_BUF ? VSOCK_TOTAL_BUF - reserved : 0;
+}
+
 static struct vsock_conn *conn_alloc(struct vsock_dev *v, uint32_t host_port, uint32_t guest_port,
 				     enum vsock_state st)
 {
@@ -124,7 +131,10 @@ static struct vsock_conn *conn_alloc(struct vsock_dev *v, uint32_t host_port, ui
 	c->state = st;
 	c->host_port = host_port;
 	c->guest_port = guest_port;
-	c->buf_alloc = v->buf_alloc;
+	/* The pool holds at least this slot's floor (the invariant pool_spare() >= 0). */
+	uint64_t room = pool_spare(v) + v->buf_floor;
+	c->buf_alloc = room < v->buf_alloc ? (uint32_t)room : v->buf_alloc;
+	v->pool += c->buf_alloc;
 	c->ctl_next = c->ctl_prev = NOT_LISTED;
 	c->park_next = c->park_prev = NOT_LISTED;
 	unsigned int b = bucket(v, host_port, guest_port);
@@ -204,6 +214,7 @@ static void conn_free(struct vsock_dev *v, struct vsock_conn *c)
 	park_del(v, c);
 	set_deadline(v, c, 0);
 	v->buffered -= buffered(c);
+	v->pool -= c->buf_alloc;
 	free(c->buf);
 	memset(c, 0, sizeof(*c));
 	c->state = VSOCK_FREE;
@@ -545,14 +556,72 @@ static void rx_pump(struct vsock_dev *v)
 
 /* ---- tx: packets from the guest ---------------------------------------------------------- */
 
-/* After forwarding progress: refresh the guest's view of our credit when it runs low. */
+/*
+ * The part of our credit the guest can use. Linux caps what it sends at min(our buf_alloc, its own
+ * buf_alloc) (its receive buffer size, 256 KiB by default), which every header it sends carries.
+ */
+static uint32_t guest_window(const struct vsock_conn *c)
+{
+	return c->peer_buf_alloc < c->buf_alloc ? c->peer_buf_alloc : c->buf_alloc;
+}
+
+/*
+ * A busy connection asks for more credit: x4, up to VSOCK_CONN_BUF_MAX and the guest's own
+ * buf_alloc (guest_window), as far as the pool's spare allows, only while the guest may still send
+ * and only while the host keeps up (at most a quarter of buf_alloc buffered: a bigger window would
+ * only hold more memory for a slow host). A ring that holds data is moved into one of the new size
+ * (its layout depends on buf_alloc). Never shrinks. The caller tells the guest (every packet
+ * carries buf_alloc).
+ */
+static void conn_grow(struct vsock_dev *v, struct vsock_conn *c)
+{
+	if (c->state != VSOCK_ESTABLISHED || (c->peer_shut & VSOCK_SHUTDOWN_SEND) ||
+	    c->buf_alloc >= VSOCK_CONN_BUF_MAX || c->buf_alloc >= c->peer_buf_alloc ||
+	    buffered(c) > c->buf_alloc / 4)
+		return;
+	uint64_t want = (uint64_t)c->buf_alloc * 4;
+	if (want > VSOCK_CONN_BUF_MAX)
+		want = VSOCK_CONN_BUF_MAX;
+	if (want > c->peer_buf_alloc)
+		want = c->peer_buf_alloc; /* more would go unused (guest_window) */
+	uint64_t delta = want - c->buf_alloc, spare = pool_spare(v);
+	if (delta > spare)
+		delta = spare;
+	if (delta == 0)
+		return;
+	uint32_t nsize = c->buf_alloc + (uint32_t)delta;
+	if (c->buf) {
+		uint8_t *nb = malloc(nsize);
+		if (!nb)
+			return;
+		uint32_t len = buffered(c), first = c->buf_alloc - c->buf_head;
+		if (first > len)
+			first = len;
+		memcpy(nb, c->buf + c->buf_head, first);
+		memcpy(nb + first, c->buf, len - first);
+		free(c->buf);
+		c->buf = nb;
+		c->buf_head = 0;
+	}
+	v->pool += delta;
+	c->buf_alloc = nsize;
+	v->stats.credit_grows++;
+}
+
+/* After forwarding progress: refresh the guest's view of our credit when it runs low (growing the
+ * credit of a connection that uses it). */
 static void maybe_credit_update(struct vsock_dev *v, struct vsock_conn *c)
 {
 	if (c->fwd_cnt == c->fwd_cnt_sent)
 		return;
-	uint32_t view = vsock_credit(c->buf_alloc, c->fwd_cnt_sent, c->tx_cnt);
-	if (view < c->buf_alloc / 2)
+	/* Measured against the window the guest can use: a guest that caps our credit at its own
+	 * buf_alloc would otherwise wait for an update that never comes. */
+	uint32_t win = guest_window(c);
+	uint32_t view = vsock_credit(win, c->fwd_cnt_sent, c->tx_cnt);
+	if (view < win / 2) {
+		conn_grow(v, c);
 		ctl_set(v, c, VSOCK_CTL_CREDIT_UPDATE);
+	}
 }
 
 /* Guest will send no more (and all it sent reached the host), or the connection is done. */
@@ -778,6 +847,7 @@ static void pkt_handle(struct vsock_dev *v, const struct vsock_hdr *h, const str
 		case VSOCK_OP_CREDIT_UPDATE:
 			break;
 		case VSOCK_OP_CREDIT_REQUEST:
+			conn_grow(v, c);
 			ctl_set(v, c, VSOCK_CTL_CREDIT_UPDATE);
 			break;
 		case VSOCK_OP_SHUTDOWN:
@@ -986,7 +1056,9 @@ int vsock_dev_init(struct vsock_dev *v, const struct gmem *mem, uint64_t guest_c
 	v->owner = pthread_self();
 	v->max_conns = max_conns;
 	uint64_t per = VSOCK_TOTAL_BUF / max_conns;
-	v->buf_alloc = per < VSOCK_CONN_BUF_MAX ? (uint32_t)per : VSOCK_CONN_BUF_MAX;
+	v->buf_alloc = per < VSOCK_CONN_BUF_START ? (uint32_t)per : VSOCK_CONN_BUF_START;
+	v->buf_floor = per / 2 < v->buf_alloc ? (uint32_t)(per / 2) : v->buf_alloc;
+	v->pool = 0;
 	v->nbuckets = 1;
 	while (v->nbuckets < 2 * max_conns)
 		v->nbuckets <<= 1;

@@ -26,10 +26,18 @@
 
 #define VSOCK_DEFAULT_MAX_CONNS 1024u
 #define VSOCK_MAX_CONNS_LIMIT 2048u     /* the event loop has 4096 slots for everything */
-/* Bytes of host memory all connections together may ever hold for guest->host data. The credit
- * advertised to the guest per connection is min(VSOCK_CONN_BUF_MAX, this / max_conns). */
+/* Bytes of host memory all connections together may ever hold for guest->host data: the credit
+ * (buf_alloc) advertised over all live connections never sums to more (the pool). Every slot has a
+ * floor of min(start, this / (2 * max_conns)) reserved in the pool; a new connection advertises
+ * start = min(VSOCK_CONN_BUF_START, this / max_conns) where the pool has room, else what is left
+ * (at least its floor). A connection whose guest has used over half of its credit while the host
+ * keeps up (at most a quarter of it buffered), or that asks CREDIT_REQUEST, grows x4 up to
+ * VSOCK_CONN_BUF_MAX and the guest's own buf_alloc (Linux sends at most min(ours, its own): 256 KiB
+ * by default) out of the pool beyond the reserved floors. It never shrinks (the guest's credit is
+ * buf_alloc - in flight, in u32); its credit goes back to the pool when it is freed. */
 #define VSOCK_TOTAL_BUF (64u * 1024u * 1024u)
-#define VSOCK_CONN_BUF_MAX (256u * 1024u)
+#define VSOCK_CONN_BUF_START (256u * 1024u)
+#define VSOCK_CONN_BUF_MAX (1024u * 1024u)
 #define VSOCK_TIMEOUT_MS 2000u          /* host-initiated connect and shutdown drain */
 /* RSTs waiting for an rx buffer. Replies to guest packets that get no connection (refused,
  * malformed) may fill only VSOCK_RST_SPARE of it (more are dropped, counted); the rest is kept for
@@ -138,7 +146,7 @@ struct vsock_conn {
 	uint32_t host_port, guest_port;
 	void *be;                     /* the backend's own per-connection state */
 	/* guest -> host: we are the receiver */
-	uint32_t buf_alloc;           /* credit we advertise (constant per device) */
+	uint32_t buf_alloc;           /* credit we advertise (only grows, out of the device's pool) */
 	uint32_t fwd_cnt;             /* bytes handed to the host */
 	uint32_t fwd_cnt_sent;        /* fwd_cnt the guest was last told */
 	uint32_t tx_cnt;              /* bytes received from the guest (buffered = tx_cnt - fwd_cnt) */
@@ -206,6 +214,7 @@ struct vsock_stats {
 	uint64_t refused;                    /* backend refused a guest connect */
 	uint64_t timeouts;                   /* connect or shutdown timeouts */
 	uint64_t host_errors;                /* host peer errors or vanished: RST */
+	uint64_t credit_grows;               /* a connection's buf_alloc grew out of the pool */
 };
 
 struct vsock_rst {
@@ -222,7 +231,9 @@ struct vsock_dev {
 	pthread_t owner;                     /* the event-loop thread: the only one touching the backend */
 
 	unsigned int max_conns, nconns;
-	uint32_t buf_alloc;                  /* per-connection credit we advertise */
+	uint32_t buf_alloc;                  /* credit a new connection starts with (pool permitting) */
+	uint32_t buf_floor;                  /* credit reserved in the pool for every slot */
+	uint64_t pool;                       /* sum of buf_alloc over live connections (<= VSOCK_TOTAL_BUF) */
 	struct vsock_conn *conns;            /* max_conns slots */
 	int *hash;                           /* nbuckets heads */
 	unsigned int nbuckets;               /* power of two */
@@ -231,7 +242,7 @@ struct vsock_dev {
 	int park_head, park_tail;
 	uint32_t next_host_port;             /* host-initiated ports come from [2^30, 2^31) */
 	unsigned int ntimed;                 /* connections with a deadline */
-	uint64_t buffered;                   /* bytes held in connection rings (<= max_conns * buf_alloc) */
+	uint64_t buffered;                   /* bytes held in connection rings (<= pool) */
 
 	struct vsock_rst rst[VSOCK_RST_RING];
 	unsigned int rst_head, rst_len;

@@ -108,7 +108,7 @@ static void check_bounds(void)
 {
 	if (v.nconns > v.max_conns)
 		abort();
-	uint64_t sum = 0;
+	uint64_t sum = 0, credit = 0;
 	unsigned int live = 0;
 	for (unsigned int i = 0; i < v.max_conns; i++) {
 		const struct vsock_conn *c = &v.conns[i];
@@ -118,9 +118,15 @@ static void check_bounds(void)
 		uint32_t b = c->tx_cnt - c->fwd_cnt;
 		if (b > c->buf_alloc)
 			abort(); /* the guest made us hold more than we advertised */
+		if (c->buf_alloc < v.buf_floor || c->buf_alloc > VSOCK_CONN_BUF_MAX)
+			abort();
 		sum += b;
+		credit += c->buf_alloc;
 	}
-	if (live != v.nconns || sum != v.buffered || v.buffered > (uint64_t)v.max_conns * v.buf_alloc)
+	if (live != v.nconns || sum != v.buffered || credit != v.pool || v.buffered > v.pool)
+		abort();
+	/* the pool: never more than the total, with every free slot's floor still reserved */
+	if (v.pool + (uint64_t)(v.max_conns - v.nconns) * v.buf_floor > VSOCK_TOTAL_BUF)
 		abort();
 	if (v.rst_len > VSOCK_RST_RING)
 		abort();

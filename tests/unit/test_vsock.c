@@ -24,11 +24,13 @@
 
 /* ---- pure: header, verdicts, credit --------------------------------------------------------- */
 
+static uint32_t guest_ba = 65536; /* buf_alloc in the guest's headers (setup_dev resets it) */
+
 static struct vsock_hdr hdr(uint16_t op, uint32_t len)
 {
 	struct vsock_hdr h = {
 		.src_cid = CID, .dst_cid = VSOCK_HOST_CID, .src_port = 1000, .dst_port = 52,
-		.len = len, .type = VSOCK_TYPE_STREAM, .op = op, .buf_alloc = 65536, .fwd_cnt = 0,
+		.len = len, .type = VSOCK_TYPE_STREAM, .op = op, .buf_alloc = guest_ba, .fwd_cnt = 0,
 	};
 	return h;
 }
@@ -387,6 +389,7 @@ static void setup_dev(unsigned int max_conns)
 {
 	fg_init(&fg, QS);
 	memset(&fb, 0, sizeof(fb));
+	guest_ba = 65536;
 	fb.connect_rc = 1;
 	fb.sink_cap = sizeof(fb.sink);
 	memset(avail, 0, sizeof(avail));
@@ -683,7 +686,7 @@ static void test_credit_violation_and_flush(void **state)
 {
 	(void)state;
 	setup_dev(4); /* buf_alloc = 256 KiB */
-	assert_int_equal(dev.buf_alloc, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(dev.buf_alloc, VSOCK_CONN_BUF_START);
 	rx_give(8);
 	struct vsock_conn *c = establish();
 	static uint8_t chunk[VSOCK_MAX_PKT];
@@ -1128,6 +1131,342 @@ static void test_host_initiated(void **state)
 	teardown_dev();
 }
 
+/* ---- credit pool ---------------------------------------------------------------------------- */
+
+/* The pool's invariants: sum of buf_alloc over live connections == pool <= VSOCK_TOTAL_BUF, with every
+ * free slot's floor still reserved; each connection within [floor, VSOCK_CONN_BUF_MAX] and holding at
+ * most its buf_alloc. */
+static void pool_check(void)
+{
+	uint64_t sum = 0, held = 0;
+	unsigned int live = 0;
+	for (unsigned int i = 0; i < dev.max_conns; i++) {
+		const struct vsock_conn *c = &dev.conns[i];
+		if (c->state == VSOCK_FREE)
+			continue;
+		live++;
+		sum += c->buf_alloc;
+		held += c->tx_cnt - c->fwd_cnt;
+		assert_true(c->buf_alloc >= dev.buf_floor);
+		assert_true(c->buf_alloc <= VSOCK_CONN_BUF_MAX);
+		assert_true(c->tx_cnt - c->fwd_cnt <= c->buf_alloc);
+	}
+	assert_int_equal(live, dev.nconns);
+	assert_int_equal(sum, dev.pool);
+	assert_int_equal(held, dev.buffered);
+	assert_true(dev.pool + (uint64_t)(dev.max_conns - dev.nconns) * dev.buf_floor <= VSOCK_TOTAL_BUF);
+}
+
+/* Last CREDIT_UPDATE among the packets waiting for the guest (buf_alloc 0 if none); then the guest
+ * tops its rx ring up to 8 buffers again. */
+static struct vsock_hdr rx_last_update(void)
+{
+	struct vsock_hdr h, last = { 0 };
+	while (rx_take(&h, NULL))
+		if (h.op == VSOCK_OP_CREDIT_UPDATE)
+			last = h;
+	uint16_t give = (uint16_t)(8u - (uint16_t)(avail[0] - used_seen[0]));
+	if (give > 0 && give <= 8)
+		rx_give(give);
+	return last;
+}
+
+static void test_credit_grows(void **state)
+{
+	(void)state;
+	setup_dev(VSOCK_DEFAULT_MAX_CONNS);
+	assert_int_equal(dev.buf_alloc, 64u * 1024u); /* 64 MiB / 1024 */
+	assert_int_equal(dev.buf_floor, 32u * 1024u);
+	guest_ba = 0xffffffffu; /* the guest would take any window: VSOCK_CONN_BUF_MAX bounds it */
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	assert_int_equal(c->buf_alloc, 64u * 1024u);
+	assert_int_equal(dev.pool, 64u * 1024u);
+	static uint8_t chunk[VSOCK_MAX_PKT];
+	memset(chunk, 'g', sizeof(chunk));
+	/* The host keeps up; the guest spends its whole credit at once: x4 and a CREDIT_UPDATE saying so. */
+	tx_rw(1000, 52, chunk, sizeof(chunk));
+	assert_int_equal(c->buf_alloc, 256u * 1024u);
+	struct vsock_hdr u = rx_last_update();
+	assert_int_equal(u.op, VSOCK_OP_CREDIT_UPDATE);
+	assert_int_equal(u.buf_alloc, 256u * 1024u);
+	assert_int_equal(u.fwd_cnt, sizeof(chunk));
+	assert_int_equal(dev.pool, 256u * 1024u);
+	/* Busy on: 1 MiB, and no further. */
+	uint32_t last = c->buf_alloc;
+	for (unsigned int i = 0; i < 40; i++) {
+		fb.sink_len = 0;
+		tx_rw(1000, 52, chunk, sizeof(chunk));
+		u = rx_last_update();
+		if (u.op == VSOCK_OP_CREDIT_UPDATE) {
+			assert_true(u.buf_alloc >= last); /* never shrinks */
+			last = u.buf_alloc;
+		}
+		pool_check();
+	}
+	assert_int_equal(c->buf_alloc, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(last, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(dev.stats.credit_grows, 2);
+	/* A hostile guest asking again and again gets no more. */
+	for (unsigned int i = 0; i < 10; i++) {
+		tx(VSOCK_OP_CREDIT_REQUEST, 1000, 52, 0);
+		assert_int_equal(rx_last_update().buf_alloc, VSOCK_CONN_BUF_MAX);
+	}
+	assert_int_equal(c->buf_alloc, VSOCK_CONN_BUF_MAX);
+	/* The grown credit is real: with the host blocked the guest may fill exactly 1 MiB, not a byte more. */
+	fb.sink_len = 0;
+	fb.sink_cap = 0;
+	uint32_t room = vsock_credit(c->buf_alloc, c->fwd_cnt, c->tx_cnt);
+	assert_int_equal(room, VSOCK_CONN_BUF_MAX);
+	for (uint32_t k = 0; k < room / sizeof(chunk); k++)
+		tx_rw(1000, 52, chunk, sizeof(chunk));
+	assert_int_equal(dev.buffered, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(dev.stats.credit_violations, 0);
+	pool_check();
+	tx_rw(1000, 52, chunk, 1);
+	assert_int_equal(dev.stats.credit_violations, 1);
+	/* Released with the connection. */
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.pool, 0);
+	assert_int_equal(dev.buffered, 0);
+	teardown_dev();
+}
+
+static void test_credit_no_grow_when_host_slow(void **state)
+{
+	(void)state;
+	setup_dev(VSOCK_DEFAULT_MAX_CONNS);
+	guest_ba = VSOCK_CONN_BUF_MAX;
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	static uint8_t chunk[VSOCK_MAX_PKT];
+	memset(chunk, 's', sizeof(chunk));
+	fb.sink_cap = 100; /* the host reads 100 bytes, then nothing */
+	tx_rw(1000, 52, chunk, sizeof(chunk));
+	assert_int_equal(c->buf_alloc, 64u * 1024u); /* a bigger window would only hold more memory */
+	tx(VSOCK_OP_CREDIT_REQUEST, 1000, 52, 0);
+	assert_int_equal(c->buf_alloc, 64u * 1024u);
+	assert_int_equal(rx_last_update().buf_alloc, 64u * 1024u);
+	assert_int_equal(dev.stats.credit_grows, 0);
+	/* Once the host catches up, it does. */
+	fb.sink_cap = sizeof(fb.sink);
+	vsock_dev_writable(&dev, c);
+	assert_int_equal(dev.buffered, 0);
+	assert_int_equal(c->buf_alloc, 256u * 1024u);
+	assert_int_equal(rx_last_update().buf_alloc, 256u * 1024u);
+	/* A connection the guest shut for sending does not grow any more. */
+	tx(VSOCK_OP_SHUTDOWN, 1000, 52, VSOCK_SHUTDOWN_SEND);
+	tx(VSOCK_OP_CREDIT_REQUEST, 1000, 52, 0);
+	assert_int_equal(c->buf_alloc, 256u * 1024u);
+	assert_int_equal(dev.stats.credit_grows, 1);
+	teardown_dev();
+}
+
+/* Every slot open, each guest connection asking for credit as soon as it is up (hostile): the pool
+ * is never exceeded, the last connections still get their floor, and an RST gives credit back. */
+static void test_credit_pool_bound(void **state)
+{
+	(void)state;
+	setup_dev(VSOCK_DEFAULT_MAX_CONNS);
+	guest_ba = 0x7fffffffu;
+	struct vsock_conn *first = NULL, *lastc = NULL;
+	for (uint32_t i = 0; i < VSOCK_DEFAULT_MAX_CONNS; i++) {
+		rx_give(4);
+		tx(VSOCK_OP_REQUEST, 2000 + i, 52, 0);
+		lastc = fb.last;
+		if (!first)
+			first = lastc;
+		for (unsigned int k = 0; k < 3; k++)
+			tx(VSOCK_OP_CREDIT_REQUEST, 2000 + i, 52, 0);
+		struct vsock_hdr h;
+		uint32_t seen = 0;
+		while (rx_take(&h, NULL)) {
+			assert_int_equal(h.dst_port, 2000 + i);
+			assert_true(h.op == VSOCK_OP_RESPONSE || h.op == VSOCK_OP_CREDIT_UPDATE);
+			assert_true(h.buf_alloc >= seen);
+			seen = h.buf_alloc;
+		}
+		assert_int_equal(seen, lastc->buf_alloc);
+		if (i % 64 == 0)
+			pool_check();
+	}
+	pool_check();
+	assert_int_equal(dev.nconns, VSOCK_DEFAULT_MAX_CONNS);
+	assert_int_equal(first->buf_alloc, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(lastc->buf_alloc, dev.buf_floor); /* the pool ran dry: the floor it kept */
+	assert_true(dev.pool <= VSOCK_TOTAL_BUF);
+	assert_true(dev.pool > VSOCK_TOTAL_BUF - VSOCK_CONN_BUF_MAX); /* and it was used */
+	/* The table is full: one more is refused, the pool untouched. */
+	uint64_t pool = dev.pool;
+	rx_give(1);
+	tx(VSOCK_OP_REQUEST, 9999, 52, 0);
+	assert_int_equal(rx_expect(52, 9999), VSOCK_OP_RST);
+	assert_int_equal(dev.pool, pool);
+	/* The guest resets the first (grown) connection: its credit goes back and a busy one can grow. */
+	tx(VSOCK_OP_RST, 2000, 52, 0);
+	assert_int_equal(dev.pool, pool - VSOCK_CONN_BUF_MAX);
+	pool_check();
+	rx_give(1);
+	tx(VSOCK_OP_CREDIT_REQUEST, 2000 + VSOCK_DEFAULT_MAX_CONNS - 1, 52, 0);
+	assert_int_equal(rx_last_update().buf_alloc, 4u * dev.buf_floor);
+	assert_int_equal(lastc->buf_alloc, 4u * dev.buf_floor);
+	pool_check();
+	/* The host hangs up on everything: all credit is back. */
+	for (unsigned int i = 0; i < dev.max_conns; i++)
+		if (dev.conns[i].state != VSOCK_FREE)
+			vsock_dev_host_reset(&dev, &dev.conns[i]);
+	assert_int_equal(dev.nconns, 0);
+	assert_int_equal(dev.pool, 0);
+	pool_check();
+	teardown_dev();
+}
+
+/* Growth while the ring holds data that wraps around its end, with the stream counters wrapping at
+ * 2^32: nothing is lost or reordered, and the guest's credit stays consistent. */
+static uint32_t wrap_checked; /* stream bytes the host got and the test checked */
+
+static uint8_t wrap_byte(uint32_t k)
+{
+	return (uint8_t)(k * 13u + (k >> 9));
+}
+
+static void wrap_check_sink(void)
+{
+	for (size_t k = 0; k < fb.sink_len; k++, wrap_checked++)
+		if (fb.sink[k] != wrap_byte(wrap_checked))
+			fail_msg("byte %u differs", wrap_checked);
+	fb.sink_len = 0;
+}
+
+/* The guest sends len stream bytes (packets of up to 50000) while the host takes nothing. */
+static uint32_t wrap_off;
+static void wrap_send(uint32_t len)
+{
+	static uint8_t chunk[50000];
+	fb.sink_cap = 0;
+	while (len > 0) {
+		uint32_t p = len < sizeof(chunk) ? len : (uint32_t)sizeof(chunk);
+		for (uint32_t k = 0; k < p; k++)
+			chunk[k] = wrap_byte(wrap_off + k);
+		tx_rw(1000, 52, chunk, p);
+		wrap_off += p;
+		len -= p;
+	}
+}
+
+/* The host takes up to len bytes of what the device holds. */
+static void wrap_take(struct vsock_conn *c, uint32_t len)
+{
+	fb.sink_cap = len;
+	vsock_dev_writable(&dev, c);
+	wrap_check_sink();
+}
+
+static void test_credit_grow_ring_wrap(void **state)
+{
+	(void)state;
+	setup_dev(4); /* starts at 256 KiB */
+	guest_ba = VSOCK_CONN_BUF_MAX;
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	const uint32_t base = 0xfffd0000u; /* the counters wrap 192 KiB into the stream */
+	c->tx_cnt = c->fwd_cnt = c->fwd_cnt_sent = base;
+	wrap_off = wrap_checked = 0;
+	wrap_send(200000);
+	assert_int_equal(dev.buffered, 200000);
+	/* The host takes half: the guest hears of it, but the connection does not grow (host behind). */
+	wrap_take(c, 100000);
+	assert_int_equal(rx_last_update().fwd_cnt, base + 100000);
+	assert_int_equal(c->buf_alloc, 256u * 1024u);
+	/* The ring's data now runs past its end: [100000, 262144) + [0, 17856). */
+	wrap_send(80000);
+	assert_int_equal(c->buf_head, 100000);
+	/* The host takes 120000: 60000 left in [220000, 262144) + [0, 17856), the guest's view is low,
+	 * the host keeps up: x4, the data moved to the start of the new ring. */
+	wrap_take(c, 120000);
+	assert_int_equal(c->buf_alloc, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(c->buf_head, 0);
+	assert_int_equal(dev.buffered, 60000);
+	struct vsock_hdr u = rx_last_update();
+	assert_int_equal(u.buf_alloc, VSOCK_CONN_BUF_MAX);
+	assert_int_equal(u.fwd_cnt, base + 220000u); /* past 2^32 */
+	pool_check();
+	/* The whole new credit is usable and comes out in order. */
+	uint32_t room = vsock_credit(c->buf_alloc, c->fwd_cnt, c->tx_cnt);
+	assert_int_equal(room, VSOCK_CONN_BUF_MAX - 60000);
+	wrap_send(room);
+	assert_int_equal(dev.buffered, VSOCK_CONN_BUF_MAX);
+	pool_check();
+	while (dev.buffered > 0)
+		wrap_take(c, 300000);
+	assert_int_equal(wrap_checked, wrap_off);
+	assert_int_equal(c->fwd_cnt, base + wrap_off);
+	assert_int_equal(dev.stats.credit_violations, 0);
+	assert_int_equal(dev.stats.credit_grows, 1);
+	teardown_dev();
+}
+
+/* A sender that behaves like Linux 6.1: credit from the last header it got, capped at its own
+ * buf_alloc (own), min(ours, own) - (tx_cnt - fwd_cnt), packets of up to 64 KiB, waits when that is
+ * 0, against a host that takes random amounts: every byte arrives in order, our window grows to
+ * min(own, 1 MiB) (never past what the guest can use) and the sender never waits forever (it did
+ * when the update threshold ignored the guest's cap). */
+static void linux_like_sender(uint32_t own, uint32_t want_alloc)
+{
+	setup_dev(VSOCK_DEFAULT_MAX_CONNS);
+	guest_ba = own;
+	rx_give(8);
+	struct vsock_conn *c = establish();
+	static uint8_t chunk[VSOCK_MAX_PKT];
+	uint32_t g_tx = 0, g_alloc = dev.buf_alloc, g_fwd = 0, rng = 12345, idle = 0;
+	const uint32_t total = 24u << 20;
+	wrap_checked = 0;
+	while (wrap_checked < total) {
+		uint32_t credit = vsock_credit(g_alloc < own ? g_alloc : own, g_fwd, g_tx);
+		uint32_t p = credit < sizeof(chunk) ? credit : (uint32_t)sizeof(chunk);
+		if (p > total - g_tx)
+			p = total - g_tx;
+		if (p > 0) {
+			for (uint32_t k = 0; k < p; k++)
+				chunk[k] = wrap_byte(g_tx + k);
+			fb.sink_cap = 0;
+			tx_rw(1000, 52, chunk, p);
+			g_tx += p;
+		}
+		rng = rng * 1103515245u + 12345u;
+		fb.sink_cap = (rng >> 8) % (300u * 1024u);
+		if (fb.wr)
+			vsock_dev_writable(&dev, c);
+		uint32_t before = wrap_checked;
+		wrap_check_sink();
+		struct vsock_hdr h;
+		while (rx_take(&h, NULL)) {
+			g_alloc = h.buf_alloc;
+			g_fwd = h.fwd_cnt;
+		}
+		uint16_t give = (uint16_t)(8u - (uint16_t)(avail[0] - used_seen[0]));
+		if (give > 0 && give <= 8)
+			rx_give(give);
+		idle = (p == 0 && wrap_checked == before) ? idle + 1 : 0;
+		if (idle > 50)
+			fail_msg("stalled: guest sent %u, host got %u, guest credit %u", g_tx, wrap_checked, credit);
+		pool_check();
+	}
+	assert_int_equal(c->buf_alloc, want_alloc);
+	assert_int_equal(g_alloc, want_alloc);
+	assert_int_equal(dev.stats.credit_violations, 0);
+	teardown_dev();
+}
+
+static void test_credit_linux_like_sender(void **state)
+{
+	(void)state;
+	linux_like_sender(256u * 1024u, 256u * 1024u);      /* Linux's default */
+	linux_like_sender(2u << 20, VSOCK_CONN_BUF_MAX);    /* SO_VM_SOCKETS_BUFFER_SIZE raised */
+	linux_like_sender(16u * 1024u, 64u * 1024u);        /* smaller than our start: no growth */
+	linux_like_sender(100000u, 100000u);                /* grows to exactly what it can use */
+}
+
 static void test_host_errors(void **state)
 {
 	(void)state;
@@ -1339,6 +1678,7 @@ static void loop_once(int ms)
 static void setup_host(unsigned int max_conns)
 {
 	fg_init(&fg, QS);
+	guest_ba = 65536;
 	memset(avail, 0, sizeof(avail));
 	memset(used_seen, 0, sizeof(used_seen));
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kiln-vsock-XXXXXX");
@@ -1552,6 +1892,87 @@ static void test_guest_initiated_host(void **state)
 	teardown_host();
 }
 
+/* Guest -> host bulk through the real backend (a Unix socket the test reads in random bites), the
+ * guest sending like Linux 6.1 (credit from the last header capped at its own 256 KiB, 64 KiB
+ * packets), then SHUT_WR and waiting for the host's close: everything arrives in order, the window
+ * grows to 256 KiB, nothing stalls. */
+static void test_host_g2h_bulk_grows(void **state)
+{
+	(void)state;
+	setup_host(VSOCK_DEFAULT_MAX_CONNS);
+	guest_ba = 256u * 1024u;
+	rx_give(8);
+	char lpath[160];
+	snprintf(lpath, sizeof(lpath), "%s_55", upath);
+	int lfd = unix_listen(lpath);
+	tx(VSOCK_OP_REQUEST, 1000, 55, 0);
+	struct vsock_hdr h;
+	assert_true(rx_take(&h, NULL));
+	assert_int_equal(h.op, VSOCK_OP_RESPONSE);
+	uint32_t g_alloc = h.buf_alloc, g_fwd = h.fwd_cnt, g_tx = 0, got = 0, rng = 777;
+	int afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	static uint8_t chunk[VSOCK_MAX_PKT], in[300000];
+	const uint32_t total = 32u << 20;
+	unsigned int idle = 0;
+	bool shut = false, eof = false, closed = false;
+	uint32_t max_alloc = g_alloc;
+	const uint32_t own = 256u * 1024u; /* Linux's default buffer size: it caps our credit */
+	while (!closed) {
+		uint32_t credit = vsock_credit(g_alloc < own ? g_alloc : own, g_fwd, g_tx);
+		uint32_t p = credit < sizeof(chunk) ? credit : (uint32_t)sizeof(chunk);
+		if (p > total - g_tx)
+			p = total - g_tx;
+		if (p > 0) {
+			for (uint32_t k = 0; k < p; k++)
+				chunk[k] = wrap_byte(g_tx + k);
+			tx_rw(1000, 55, chunk, p);
+			g_tx += p;
+		} else if (g_tx == total && !shut) {
+			tx(VSOCK_OP_SHUTDOWN, 1000, 55, VSOCK_SHUTDOWN_SEND);
+			shut = true;
+		}
+		loop_once(0);
+		rng = rng * 1103515245u + 12345u;
+		size_t bite = (rng >> 8) % sizeof(in) + 1;
+		ssize_t r = eof ? -1 : recv(afd, in, bite, MSG_DONTWAIT);
+		if (r > 0) {
+			for (ssize_t k = 0; k < r; k++, got++)
+				if (in[k] != wrap_byte(got))
+					fail_msg("byte %u differs", got);
+		} else if (r == 0 && !eof) {
+			eof = true;
+			close(afd); /* the host reader is done */
+		}
+		loop_once(0);
+		while (rx_take(&h, NULL)) {
+			g_alloc = h.buf_alloc;
+			g_fwd = h.fwd_cnt;
+			if (g_alloc > max_alloc)
+				max_alloc = g_alloc;
+			if (h.op == VSOCK_OP_RST || h.op == VSOCK_OP_SHUTDOWN)
+				closed = true;
+		}
+		uint16_t give = (uint16_t)(8u - (uint16_t)(avail[0] - used_seen[0]));
+		if (give > 0 && give <= 8)
+			rx_give(give);
+		idle = (p == 0 && r <= 0) ? idle + 1 : 0;
+		if (idle > 200)
+			fail_msg("stalled: guest sent %u, host got %u, credit %u, shut %d eof %d", g_tx, got, credit,
+				 shut, eof);
+	}
+	assert_int_equal(got, total);
+	assert_int_equal(max_alloc, 256u * 1024u);
+	assert_int_equal(host.dev.stats.credit_violations, 0);
+	if (host.dev.nconns) { /* the guest ends it as Linux does: SHUTDOWN both -> RST */
+		tx(VSOCK_OP_SHUTDOWN, 1000, 55, VSOCK_SHUTDOWN_ALL);
+		loop_once(0);
+	}
+	close(lfd);
+	unlink(lpath);
+	teardown_host();
+}
+
 static void test_host_init_refusals(void **state)
 {
 	(void)state;
@@ -1586,6 +2007,11 @@ int main(void)
 		cmocka_unit_test(test_table_full),
 		cmocka_unit_test(test_bad_packets),
 		cmocka_unit_test(test_credit_violation_and_flush),
+		cmocka_unit_test(test_credit_grows),
+		cmocka_unit_test(test_credit_no_grow_when_host_slow),
+		cmocka_unit_test(test_credit_pool_bound),
+		cmocka_unit_test(test_credit_grow_ring_wrap),
+		cmocka_unit_test(test_credit_linux_like_sender),
 		cmocka_unit_test(test_writable_flush_in_order),
 		cmocka_unit_test(test_counters_wrap),
 		cmocka_unit_test(test_credit_request_and_zero_buf_alloc),
@@ -1603,6 +2029,7 @@ int main(void)
 		cmocka_unit_test(test_host_initiated_echo),
 		cmocka_unit_test(test_host_bad_handshakes),
 		cmocka_unit_test(test_guest_initiated_host),
+		cmocka_unit_test(test_host_g2h_bulk_grows),
 		cmocka_unit_test(test_host_init_refusals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
