@@ -110,10 +110,16 @@ static void update_irq(struct serial *s)
 		s->ops.irq(s->ctx, level ? 1 : 0);
 }
 
-/* The host may push only while the guest wants RX interrupts and loopback is off. */
+/*
+ * The host may push only while the guest has the port open: RX interrupts wanted, OUT2 raised
+ * (a PC UART's interrupt gate, which Linux's 8250 driver raises when the tty is opened) and
+ * loopback off. Not on ERDAI alone: the driver's probe sets IER to 0x0f for a moment to see
+ * that the UART exists, and bytes pushed then were lost when it cleared the FIFOs at open
+ * (seen in the emulated host with one CPU: "hello" arrived as "llo").
+ */
 static bool rx_gate_open(const struct serial *s)
 {
-	return (s->ier & IER_ERDAI) && !(s->mcr & MCR_LOOP);
+	return (s->ier & IER_ERDAI) && (s->mcr & MCR_OUT2) && !(s->mcr & MCR_LOOP);
 }
 
 static size_t rx_room_locked(const struct serial *s)
@@ -251,9 +257,16 @@ static void write_locked(struct serial *s, uint16_t off, uint8_t val)
 			s->thri_pending = false;
 		break;
 	case REG_IIR_FCR:
-		/* Toggling the enable bit clears both FIFOs; the other bits only take
-		 * effect while the enable bit is written as 1 (16550A). */
-		if ((val ^ s->fcr) & FCR_ENABLE)
+		/*
+		 * Turning the FIFOs off clears them (as a 16550A does; their bytes could not fit
+		 * the one-byte holding register). Turning them on keeps the byte the holding
+		 * register has, where a 16550A drops it: Linux's 8250 driver turns the FIFOs off
+		 * and on again as it opens the port, after its receive gate is open, and that
+		 * byte was the first one the user typed (seen: "hello" arrived as "ello").
+		 * FCR_CLEAR_RX still clears. The other bits only take effect while the enable
+		 * bit is written as 1.
+		 */
+		if ((s->fcr & FCR_ENABLE) && !(val & FCR_ENABLE))
 			rx_clear(s);
 		if (val & FCR_ENABLE) {
 			if (val & FCR_CLEAR_RX)

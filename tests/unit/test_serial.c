@@ -282,6 +282,7 @@ static void test_iir_rda_over_thri(void **state)
 	struct serial *s = &f->s;
 	const uint8_t b = 'z';
 
+	serial_pio_write(s, MCR, 0x08); /* OUT2, as the Linux driver raises it at open */
 	serial_pio_write(s, IER, 0x03);
 	assert_int_equal(serial_rx_push(s, &b, 1), 1);
 	assert_int_equal(serial_pio_read(s, IIR), 0x04);
@@ -313,6 +314,7 @@ static void test_rx_fifo_fill_overrun(void **state)
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)i;
 	serial_pio_write(s, FCR, 0x01 | 0xc0);
+	serial_pio_write(s, MCR, 0x08); /* OUT2, as the Linux driver raises it at open */
 	serial_pio_write(s, IER, 0x01);
 	assert_int_equal(serial_rx_room(s), SERIAL_RX_FIFO);
 	/* Host push never overruns: it takes what fits. */
@@ -350,7 +352,7 @@ static void test_rx_fifo_fill_overrun(void **state)
 	assert_int_equal(serial_pio_read(s, LSR), 0x63);
 	assert_int_equal(serial_pio_read(s, RBR), 'p');
 	assert_int_equal(serial_pio_read(s, LSR), 0x60);
-	serial_pio_write(s, MCR, 0x00);
+	serial_pio_write(s, MCR, 0x08);
 	assert_int_equal(serial_rx_room(s), 1);
 }
 
@@ -361,6 +363,7 @@ static void test_fifo_clear(void **state)
 	const uint8_t buf[4] = { 1, 2, 3, 4 };
 
 	serial_pio_write(s, FCR, 0x01);
+	serial_pio_write(s, MCR, 0x08); /* OUT2, as the Linux driver raises it at open */
 	serial_pio_write(s, IER, 0x01);
 	assert_int_equal(serial_rx_push(s, buf, sizeof(buf)), 4);
 	assert_int_equal(f->r.level, 1);
@@ -381,11 +384,20 @@ static void test_fifo_clear(void **state)
 	serial_pio_write(s, FCR, 0x02);
 	assert_int_equal(serial_pio_read(s, LSR), 0x60);
 	assert_int_equal(serial_pio_read(s, IIR), 0x01);
-	/* So does turning them back on. */
+	/* Turning them back on keeps the held byte (a 16550A would drop it; see serial.c)... */
 	assert_int_equal(serial_rx_push(s, buf, sizeof(buf)), 1);
 	serial_pio_write(s, FCR, 0x01);
+	assert_int_equal(serial_pio_read(s, LSR), 0x61);
+	assert_int_equal(serial_rx_room(s), SERIAL_RX_FIFO - 1);
+	assert_int_equal(serial_pio_read(s, RBR), 1);
 	assert_int_equal(serial_pio_read(s, LSR), 0x60);
 	assert_int_equal(serial_pio_read(s, IIR), 0xc1);
+	/* ...and writing the enable bit again while on clears nothing. */
+	assert_int_equal(serial_rx_push(s, buf, 2), 2);
+	serial_pio_write(s, FCR, 0x01);
+	assert_int_equal(serial_rx_room(s), SERIAL_RX_FIFO - 2);
+	serial_pio_write(s, FCR, 0x01 | 0x02);
+	assert_int_equal(serial_pio_read(s, LSR), 0x60);
 	/* Linux probe: FIFO enable makes IIR bits 7:6 read 3 (16550A), bit 5 clear (not a 16750). */
 	serial_pio_write(s, FCR, 0x01 | 0x20);
 	assert_int_equal(serial_pio_read(s, IIR) >> 5, 6);
@@ -398,6 +410,7 @@ static void test_loopback(void **state)
 	uint8_t out[4];
 
 	serial_pio_write(s, FCR, 0x01);
+	serial_pio_write(s, MCR, 0x08); /* OUT2, as the Linux driver raises it at open */
 	serial_pio_write(s, IER, 0x01);
 	assert_int_equal(serial_rx_room(s), SERIAL_RX_FIFO);
 	/* The Linux autoconfig test: LOOP | RTS | OUT2 reads back CTS | DCD. */
@@ -454,7 +467,18 @@ static void test_rx_room_gating(void **state)
 	assert_int_equal(serial_rx_room(s), 0);
 	assert_int_equal(f->r.rx_space, 0);
 	serial_pio_write(s, IER, 0x00);
-	/* Enabling ERDAI opens the gate and tells the host. */
+	/* ERDAI without OUT2 (the driver's probe writes IER 0x0f for a moment) stays gated: the
+	 * driver clears the FIFOs when it opens the port, and what was pushed would be lost. */
+	serial_pio_write(s, IER, 0x0f);
+	assert_int_equal(serial_rx_room(s), 0);
+	assert_int_equal(serial_rx_push(s, buf, sizeof(buf)), 0);
+	assert_int_equal(f->r.rx_space, 0);
+	serial_pio_write(s, IER, 0x00);
+	/* OUT2 alone neither. */
+	serial_pio_write(s, MCR, 0x08);
+	assert_int_equal(serial_rx_room(s), 0);
+	assert_int_equal(f->r.rx_space, 0);
+	/* Enabling ERDAI with OUT2 up (the driver's open) opens the gate and tells the host. */
 	serial_pio_write(s, IER, 0x01);
 	assert_int_equal(f->r.rx_space, 1);
 	assert_int_equal(serial_rx_room(s), SERIAL_RX_FIFO);
