@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -681,7 +683,11 @@ static int resolve(void)
 	return 0;
 }
 
-static int make_scratch(void)
+/* Bump when the mke2fs options below change: cached file systems of another version are not used. */
+#define SCRATCH_VER 1
+
+/* mke2fs an empty scratch file system of O.disk bytes into path (which must not exist). */
+static int mkfs_scratch(const char *path)
 {
 	const char *mke2fs = find_tool("mke2fs");
 	char size_k[32], owner[64];
@@ -691,9 +697,9 @@ static int make_scratch(void)
 		set_msg("mke2fs not found (install e2fsprogs)");
 		return -1;
 	}
-	fd = open(R.scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)O.disk) < 0) {
-		set_msg("scratch disk %s: %s", R.scratch, strerror(errno));
+		set_msg("scratch disk %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -703,18 +709,176 @@ static int make_scratch(void)
 	fmt(owner, sizeof(owner), "root_owner=1000:1000,lazy_itable_init=1,nodiscard");
 	{
 		char *argv[] = { (char *)mke2fs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
-				 "-E", owner, "-L", "kiln-scratch", R.scratch, size_k, NULL };
+				 "-E", owner, "-L", "kiln-scratch", (char *)path, size_k, NULL };
 		r = run_tool(argv, false);
 	}
 	if (r != 0) {
 		set_msg("mke2fs on the scratch disk failed (status %d)", r);
 		return -1;
 	}
-	if (chown(R.scratch, R.uid, R.uid) < 0) {
-		set_msg("chown %s: %s", R.scratch, strerror(errno));
+	return 0;
+}
+
+/* A cached file system fit to copy: a regular file of ours, of exactly O.disk bytes. */
+static bool template_ok(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+	       !(st.st_mode & 077) && (uint64_t)st.st_size == O.disk;
+}
+
+/*
+ * The empty scratch file system of O.disk bytes, made once per size and mke2fs options:
+ * STATE/cache/scratch-vVER-BYTES.ext4. A kiln that does not find it runs mke2fs into a name of
+ * its own, fsyncs it and renames it into place, so a reader only ever opens a complete one;
+ * concurrent makers each rename a complete file (the last one stays). Returns a read-only fd,
+ * or -1 with the message set.
+ */
+static int scratch_template(void)
+{
+	char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX];
+	int fd;
+
+	fmt(dir, sizeof(dir), "%s/cache", R.state);
+	fmt(path, sizeof(path), "%s/scratch-v%d-%llu.ext4", dir, SCRATCH_VER,
+	    (unsigned long long)O.disk);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && template_ok(fd))
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	if (mkdir_p(dir, 0700) < 0) {
+		set_msg("cannot create %s: %s", dir, strerror(errno));
 		return -1;
 	}
+	fmt(tmp, sizeof(tmp), "%s/.scratch-v%d-%llu.%d.tmp", dir, SCRATCH_VER,
+	    (unsigned long long)O.disk, (int)getpid());
+	unlink(tmp); /* left by a kiln that died with this pid */
+	if (mkfs_scratch(tmp) < 0) {
+		unlink(tmp);
+		return -1;
+	}
+	fd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
+		set_msg("scratch disk cache %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		return -1;
+	}
+	return fd;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Copy [off, end) of src to the same place in dst: in the kernel where it can, else through a
+ * buffer, leaving all-zero blocks unwritten (holes). */
+static int copy_range(int src, int dst, off_t off, off_t end)
+{
+	static uint8_t buf[1 << 16];
+	bool cfr = true;
+
+	while (off < end) {
+		size_t want = (size_t)(end - off) < sizeof(buf) ? (size_t)(end - off) : sizeof(buf);
+		ssize_t n;
+
+		if (cfr) {
+			off_t in = off, out = off;
+
+			n = copy_file_range(src, &in, dst, &out, (size_t)(end - off), 0);
+			if (n > 0) {
+				off += n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0)
+				return -EIO;
+			if (errno != EXDEV && errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+				return -errno;
+			cfr = false;
+		}
+		n = pread(src, buf, want, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		if (!all_zero(buf, (size_t)n)) {
+			for (size_t done = 0; done < (size_t)n;) {
+				ssize_t w = pwrite(dst, buf + done, (size_t)n - done, off + (off_t)done);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					return w < 0 ? -errno : -EIO;
+				done += (size_t)w;
+			}
+		}
+		off += n;
+	}
 	return 0;
+}
+
+/* Make dst (O.disk bytes, sparse) a copy of src: a clone where the file system shares blocks,
+ * else a copy of src's allocated ranges only. */
+static int sparse_copy(int src, int dst)
+{
+	off_t off = 0, end, size = (off_t)O.disk;
+
+	if (ioctl(dst, FICLONE, src) == 0)
+		return 0;
+	while (off < size) {
+		off = lseek(src, off, SEEK_DATA);
+		if (off < 0)
+			return errno == ENXIO ? 0 : -errno;
+		end = lseek(src, off, SEEK_HOLE);
+		if (end < 0)
+			return -errno;
+		if (end > size)
+			end = size;
+		int r = copy_range(src, dst, off, end);
+		if (r < 0)
+			return r;
+		off = end;
+	}
+	return 0;
+}
+
+/* The run's scratch disk: a sparse copy of the cached empty file system, owned by the slot's uid. */
+static int make_scratch(void)
+{
+	int src = scratch_template(), fd, r;
+
+	if (src < 0)
+		return -1;
+	fd = open(R.scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)O.disk) < 0) {
+		set_msg("scratch disk %s: %s", R.scratch, strerror(errno));
+		goto out;
+	}
+	r = sparse_copy(src, fd);
+	if (r < 0) {
+		set_msg("scratch disk %s: copying the empty file system: %s", R.scratch, strerror(-r));
+		goto out;
+	}
+	if (fchown(fd, R.uid, R.uid) < 0) {
+		set_msg("chown %s: %s", R.scratch, strerror(errno));
+		goto out;
+	}
+	close(src);
+	close(fd);
+	return 0;
+out:
+	close(src);
+	if (fd >= 0)
+		close(fd);
+	return -1;
 }
 
 /* A free slot: uid base+slot, CID 3+slot; held by an flock until kiln exits. */
@@ -1074,7 +1238,7 @@ static void try_connect(void)
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	int fd;
 
-	R.next_connect = now_ms() + 50;
+	R.next_connect = now_ms() + 20; /* after a refusal: the agent is about to listen */
 	/* Nonblocking from the start: a VMM that does not accept must not block kiln. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
