@@ -17,45 +17,10 @@ setup_file() {
 	export KILN_STATE_DIR=/run/kiln-stress-$$
 }
 
-setup() {
-	[ "$(id -u)" = 0 ] || skip "kiln run jails the VM: needs root"
-	[ -x "$KILN" ] || skip "build first: make build/kiln"
-	[ -f "$ROOT/build/guest/bzImage" ] && [ -f "$ROOT/build/guest/rootfs.ext4" ] ||
-		skip "no guest kernel or root image (make guest-kernel guest-image)"
-	[ -c /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] || skip "no /dev/kvm that runs guests (use tests/kvmhost.sh)"
-	[ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] || skip "cgroup v2 is not mounted"
-	S=$KILN_STATE_DIR
-	T=$BATS_TEST_TMPDIR
-}
+load run-common
 
-# What any run may have left: processes, cgroups, mounts, jail dirs, scratch disks, sockets.
-# Prints them; empty when nothing is left.
-leftovers() {
-	local left=""
-	pgrep -x kiln-vmm >/dev/null && left+=" kiln-vmm processes: $(pgrep -x kiln-vmm | tr '\n' ' ');"
-	pgrep -x kiln-jailer >/dev/null && left+=" kiln-jailer processes;"
-	[ -z "$(ls -A "$S/runs" 2>/dev/null)" ] || left+=" run dirs: $(ls "$S/runs");"
-	[ -z "$(ls -A "$S/jail/kiln-vmm" 2>/dev/null)" ] || left+=" jail dirs;"
-	[ -z "$(ls -d /sys/fs/cgroup/kiln/k* 2>/dev/null)" ] || left+=" cgroups;"
-	! grep -q "$S" /proc/self/mountinfo || left+=" mounts;"
-	[ -z "$(find "$S" \( -name scratch.img -o -type s \) 2>/dev/null)" ] || left+=" scratch disks or sockets;"
-	printf '%s' "$left"
-}
-
-teardown() {
-	[ -n "${S:-}" ] || return 0
-	local left
-	left=$(leftovers)
-	if [ -n "$left" ]; then
-		pkill -KILL -x kiln-vmm || true
-		"$KILN" gc >/dev/null 2>&1 || true
-		echo "teardown: left behind:$left" >&2
-		return 1
-	fi
-}
-
-# The record: the last line of $output.
-field() { printf '%s\n' "$output" | tail -1 | python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(json.dumps(v) if isinstance(v,(bool,dict)) or v is None else v)"; }
+setup() { run_setup; }
+teardown() { run_teardown; }
 
 # KNOWN BUG (open, the emulated host only; boot.bats and seccomp.bats meet it too, see issue 3's
 # note): a nested guest sometimes ends in a reset (kiln-vmm status 4) with no kernel message
