@@ -9,7 +9,7 @@
 
 BLK_RUNS=${KILN_BENCH_BLK_RUNS:-3}
 BLK_S=${KILN_BENCH_BLK_S:-3}
-BLK_INITRD=build/bench-guest/initramfs.cpio.gz
+BLK_INITRD=$STAGE/bench-guest/initramfs.cpio.gz
 
 blk_bench() {
   [ -f "$BLK_INITRD" ] || { log "blk: $BLK_INITRD missing (run: make bench)"; raw "blk skipped: no $BLK_INITRD"; return; }
