@@ -35,8 +35,11 @@
  *  2. listens on vsock port KA_PORT and serves one control connection at a time (others get
  *     ERROR busy): PUT/GET files under /work, EXEC one command, stream its stdin/stdout/stderr,
  *     report EXIT;
- *  3. on BYE: kills what is left, syncs, and writes status 0 to the exit port (a setup failure
- *     writes status 1 instead). A connection that closes without BYE only ends its session:
+ *  3. on BYE: kills what is left and writes status 0 to the exit port (a setup failure writes
+ *     status 1 instead). Nothing is synced there: the scratch disk is thrown away with the VM.
+ *     Before an EXIT for a command that failed, the work file system is synced, so that the
+ *     host sees on the scratch disk's file everything the command wrote (how kiln tells a full
+ *     disk). A connection that closes without BYE only ends its session:
  *     its command and everything else are killed and the next connection is served.
  * A malformed frame gets ERROR (KA_ERR_PROTO), the connection is closed, any running command is
  * killed, and the agent waits for the next connection: it never exits (PID 1 must not).
@@ -78,7 +81,6 @@ static void logmsg(const char *fmt, ...)
 /* End the VM: status 0 is the agent's normal finish. Never returns. */
 static _Noreturn void power_off(unsigned char status)
 {
-	sync();
 	if (ioperm(EXIT_PORT, 1, 1) == 0)
 		outb(status, EXIT_PORT);
 	reboot(RB_POWER_OFF);
@@ -529,6 +531,8 @@ static void finish_command(struct sess *s)
 	close_fd(&s->fd_in);
 	s->sin_len = 0;
 	s->st = S_DONE;
+	if (x.kind != KA_EXITED || x.code != 0)
+		syncfs(work_fd);
 	EMIT(s, KA_EXIT_SIZE, ka_enc_exit(&e, &x));
 	out_flush(s);
 }
@@ -1229,8 +1233,16 @@ int main(void)
 		fprintf(stderr, "kiln-init: must run as PID 1 of a kiln guest\n");
 		return 2;
 	}
+	struct timespec t0, t1, up;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	setup();
-	logmsg("ready");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	clock_gettime(CLOCK_BOOTTIME, &up);
+	/* kiln connects as soon as it sees this line on the console (a hint: it also retries). */
+	logmsg("ready (set-up %lld ms, %lld ms after boot)",
+	       (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000,
+	       (long long)up.tv_sec * 1000 + up.tv_nsec / 1000000);
 	for (;;) {
 		struct pollfd pf[2] = { { listen_fd, POLLIN, 0 }, { sig_fd, POLLIN, 0 } };
 		int c;

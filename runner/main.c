@@ -41,7 +41,9 @@
  *  3. start kiln-jailer (or, with --no-jail, kiln-vmm itself) in its own process group with
  *     PDEATHSIG, its console into a pipe that kiln drains and keeps the tail of;
  *  4. connect to kiln-init over the vsock socket, PUT files, EXEC, stream output and stdin,
- *     EXIT, GET files, BYE; every frame capped and checked, every wait under a deadline;
+ *     EXIT, GET files; every frame capped and checked, every wait under a deadline; then end
+ *     the VM: killed at once (nothing in it is needed any more), or, when the agent reported an
+ *     OOM kill, with BYE so that the VM's console (the kernel's OOM line) arrives whole;
  *  5. kill what still runs, jailer --cleanup, remove the run directory; decide the reason from
  *     what the host saw; write the record; exit with the command's status or 120-124.
  */
@@ -56,6 +58,7 @@
 #define LOST_MS 5000u          /* connection gone: the VM must end by then */
 #define KILL_MS 5000u          /* killed VM not reaped by then: SIGKILL the jailer too */
 #define CON_TAIL 4096u
+#define AGENT_READY "kiln-init: ready"
 #define OUT_CAP (4u * KA_MAX_FRAME)
 #define VMM_OVERHEAD (64ull << 20) /* memory.max = guest memory + this */
 #define VMM_PIDS 64u               /* pids.max of the VMM's cgroup (threads) */
@@ -113,6 +116,7 @@ struct run {
 	bool get_failed;
 
 	bool vm_gone;            /* the VM ended: read what it sent regardless of the caller */
+	bool ready_seen;         /* the console said the agent listens */
 	int last_out;            /* last byte queued for stdout, -1: none */
 	struct run_facts f;
 	struct run_record rec;
@@ -160,6 +164,24 @@ static uint64_t now_us(void)
 static uint64_t now_ms(void)
 {
 	return now_us() / 1000u;
+}
+
+/* KILN_DEBUG=1: one stderr line per step, with milliseconds since kiln started. */
+static void dbg(const char *fmt, ...) KILN_PRINTF(1, 2);
+static void dbg(const char *fmt, ...)
+{
+	static int on = -1;
+	char m[256];
+	va_list ap;
+
+	if (on < 0)
+		on = getenv("KILN_DEBUG") != NULL;
+	if (!on)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "kiln: debug: %8.1f ms %s\n", (double)(now_us() - R.t0) / 1000.0, m);
 }
 
 static void set_msg(const char *fmt, ...) KILN_PRINTF(1, 2);
@@ -215,7 +237,8 @@ static void usage(FILE *f)
 		"kiln gc removes what runs left behind when their kiln was killed (SIGKILL); it exits 0,\n"
 		"or 121 when something could not be removed.\n"
 		"Environment: KILN_STATE_DIR (default /run/kiln, at most 64 characters), KILN_UID_BASE\n"
-		"and KILN_UID_COUNT (uids of runs, default 200000 and 1024; CIDs 3 + slot).\n\n"
+		"and KILN_UID_COUNT (uids of runs, default 200000 and 1024; CIDs 3 + slot), KILN_DEBUG\n"
+		"(set: one stderr line per step of the run, with milliseconds since kiln started).\n\n"
 		KILN_RUN_EXIT_HELP);
 }
 
@@ -1082,6 +1105,7 @@ static int spawn(void)
 	}
 	pid_t parent = getpid();
 	R.t_spawn = now_us();
+	dbg("run directory ready; spawning the jailer");
 	R.child = fork();
 	if (R.child < 0) {
 		set_msg("fork: %s", strerror(errno));
@@ -1157,6 +1181,7 @@ static void reap(void)
 		return;
 	R.reaped = true;
 	R.wstatus = st;
+	dbg("VMM (or jailer) reaped, status 0x%x", st);
 	R.f.vmm_ended = true;
 	if (WIFSIGNALED(st)) {
 		R.f.vmm_signaled = true;
@@ -1194,6 +1219,13 @@ static void con_read(void)
 		}
 		memcpy(R.con + R.con_len, buf, k);
 		R.con_len += k;
+	}
+	/* The agent announces on the console that it listens: connect now rather than at the next
+	 * retry. Only a hint (the console is the guest's to write): a refused connect retries. */
+	if (R.ph <= PH_HANDSHAKE && !R.ready_seen && memmem(R.con, R.con_len, AGENT_READY, strlen(AGENT_READY))) {
+		R.ready_seen = true;
+		R.next_connect = 0;
+		dbg("the console says the agent is ready");
 	}
 	if (n == 0) {
 		close(R.con_fd);
@@ -1238,7 +1270,9 @@ static void try_connect(void)
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	int fd;
 
-	R.next_connect = now_ms() + 20; /* after a refusal: the agent is about to listen */
+	/* After a refusal: until the console says the agent listens, every attempt costs the
+	 * booting guest an interrupt and a reset, so retry slowly; after that, quickly. */
+	R.next_connect = now_ms() + (R.ready_seen ? 20 : 100);
 	/* Nonblocking from the start: a VMM that does not accept must not block kiln. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -1248,8 +1282,10 @@ static void try_connect(void)
 		close(fd);
 		return;
 	}
-	if (!R.t_sock)
+	if (!R.t_sock) {
 		R.t_sock = now_us();
+		dbg("connected to the VMM's vsock socket");
+	}
 	{
 		char line[32];
 		int n = fmt(line, sizeof(line), "CONNECT %u\n", KA_PORT);
@@ -1331,6 +1367,7 @@ static void send_exec(void)
 	if (!queue(ka_enc_exec(&e, &X)))
 		return;
 	R.t_exec = now_us();
+	dbg("EXEC queued");
 	R.ph = PH_RUN;
 	R.deadline = now_ms() + O.timeout_ms;
 }
@@ -1369,13 +1406,26 @@ static void next_after_put(void)
 		send_exec();
 }
 
+/* The conversation is over: end the VM. */
 static void send_bye(void)
 {
-	struct ka_enc e = enc_here();
+	struct ka_enc e;
 
+	/* Nothing in the VM is needed any more, and killing it is quicker than its own power-off;
+	 * except when the agent reported an OOM kill: the guest kernel's OOM line (which confirms
+	 * it) may still be on its way through the console, and the VMM flushes that only when the
+	 * VM ends by itself. */
+	if (!(R.f.got_exit && (R.f.exit.flags & KA_EXIT_F_OOM))) {
+		dbg("ending the VM");
+		R.ph = PH_DONE;
+		kill_vm();
+		return;
+	}
+	e = enc_here();
 	if (!queue(ka_enc_data(&e, KA_BYE, NULL, 0)))
 		return;
 	R.ph = PH_BYE;
+	dbg("BYE queued");
 	R.deadline = now_ms() + REPLY_MS;
 }
 
@@ -1524,6 +1574,7 @@ static void handle_frame(const struct ka_hdr *h, const uint8_t *p)
 		}
 		R.f.got_hello = true;
 		R.t_hello = now_us();
+		dbg("HELLO");
 		next_after_put();
 		return;
 	case PH_PUT:
@@ -1552,6 +1603,9 @@ static void handle_frame(const struct ka_hdr *h, const uint8_t *p)
 			}
 			R.f.got_exit = true;
 			R.t_exit = now_us();
+			dbg("EXIT (guest: wall %llu us, user %llu us, sys %llu us)",
+			    (unsigned long long)R.f.exit.wall_us, (unsigned long long)R.f.exit.user_us,
+			    (unsigned long long)R.f.exit.sys_us);
 			start_get();
 			return;
 		}
@@ -1762,13 +1816,11 @@ static void on_deadline(void)
 
 static void loop(void)
 {
-	bool debug = getenv("KILN_DEBUG") != NULL;
 	enum phase seen = (enum phase)-1;
 
 	while (!R.reaped || (R.sock >= 0 && R.ph != PH_DONE)) {
-		if (debug && R.ph != seen) {
-			fprintf(stderr, "kiln: debug: phase %d at %llu ms\n", (int)R.ph,
-				(unsigned long long)((now_us() - R.t0) / 1000));
+		if (R.ph != seen) {
+			dbg("phase %d", (int)R.ph);
 			seen = R.ph;
 		}
 		struct pollfd pf[5 + NSINKS];
@@ -1922,6 +1974,7 @@ static void teardown(void)
 	if (R.sock >= 0)
 		close(R.sock);
 	R.sock = -1;
+	dbg("teardown");
 	if (R.rundir_made) {
 		if (R.f.got_exit && !(R.f.exit.kind == KA_EXITED && R.f.exit.code == 0))
 			R.f.disk_full = scratch_full();
@@ -1932,6 +1985,7 @@ static void teardown(void)
 		close(R.slot_fd);
 	if (R.lock_fd >= 0)
 		close(R.lock_fd);
+	dbg("removed");
 }
 
 static void print_console_tail(void)
@@ -2072,6 +2126,7 @@ static int cmd_run(int argc, char **argv)
 	if (R.sig_fd < 0)
 		kiln_die(KILN_RUN_EXIT_SETUP, "signalfd: %s", strerror(errno));
 
+	dbg("resolved");
 	if (make_run_dir() < 0 || spawn() < 0)
 		R.f.setup_failed = true;
 	else
