@@ -1,4 +1,5 @@
 /* main.c: kiln: `kiln run` runs one command in a fresh jailed microVM and reports how it ended; `kiln gc`. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -2135,6 +2136,17 @@ static int cmd_run(int argc, char **argv)
 	return finish();
 }
 
+/* A run id as kiln makes them: "k" and 16 lowercase hex digits. */
+static bool is_run_id(const char *s)
+{
+	if (s[0] != 'k' || strlen(s) != 17)
+		return false;
+	for (int i = 1; i < 17; i++)
+		if (!isdigit((unsigned char)s[i]) && (s[i] < 'a' || s[i] > 'f'))
+			return false;
+	return true;
+}
+
 static int cmd_gc(void)
 {
 	char state[PATH_MAX], p[PATH_MAX];
@@ -2199,6 +2211,50 @@ static int cmd_gc(void)
 				rc = KILN_RUN_EXIT_SETUP;
 			else
 				printf("kiln gc: removed jail %s\n", e->d_name);
+		}
+		closedir(d);
+	}
+	/* Cgroups of runs whose run directory and jail are both gone (kiln killed between the
+	 * jailer's set-up and the cgroup's removal). Only names kiln makes: the parent cgroup may be
+	 * shared. */
+	d = is_cgroup2() ? opendir(CG_ROOT "/" CG_PARENT) : NULL;
+	if (d) {
+		while ((e = readdir(d)) != NULL) {
+			char rd[PATH_MAX], jd[PATH_MAX];
+			struct stat st;
+
+			if (e->d_type != DT_DIR || !is_run_id(e->d_name))
+				continue;
+			fmt(rd, sizeof(rd), "%s/runs/%s", state, e->d_name);
+			fmt(jd, sizeof(jd), "%s/jail/kiln-vmm/%s", state, e->d_name);
+			if (stat(rd, &st) == 0 || lstat(jd, &st) == 0)
+				continue;
+			if (remove_run(state, e->d_name, R.jailer) < 0)
+				rc = KILN_RUN_EXIT_SETUP;
+			else
+				printf("kiln gc: removed cgroup %s\n", e->d_name);
+		}
+		closedir(d);
+	}
+	/* Scratch file systems a kiln was making when it died (.scratch-...PID.tmp, PID gone). */
+	fmt(p, sizeof(p), "%s/cache", state);
+	d = opendir(p);
+	if (d) {
+		while ((e = readdir(d)) != NULL) {
+			size_t n = strlen(e->d_name);
+			char *dot, *end;
+			long pid;
+
+			if (strncmp(e->d_name, ".scratch-", 9) != 0 || n < 14 || strcmp(e->d_name + n - 4, ".tmp") != 0)
+				continue;
+			e->d_name[n - 4] = 0;
+			dot = strrchr(e->d_name, '.');
+			pid = dot ? strtol(dot + 1, &end, 10) : 0;
+			if (!dot || *end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+				continue;
+			e->d_name[n - 4] = '.';
+			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+				printf("kiln gc: removed unfinished scratch cache file %s\n", e->d_name);
 		}
 		closedir(d);
 	}
