@@ -54,6 +54,7 @@ enum kiln_run_exit {
 	"       agent-protocol-error\n"                                             \
 	"  123  output-limit: a stream went beyond --output-max (output cut)\n"     \
 	"  124  timeout: --timeout ran out\n"                                       \
-	"  128+N  kiln itself got signal N (SIGINT, SIGTERM, SIGHUP): run torn down\n"
+	"  128+N  kiln itself got signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT): run torn\n" \
+	"       down\n"
 
 #endif
