@@ -229,7 +229,7 @@ r() {
 
 @test "agent: $FLOOD_MB MiB of output streams through with bounded memory on both ends" {
   bytes=$(cat "$D/flood.bytes")
-  [ "$bytes" = $((FLOOD_MB * 1048576)) ] || fail "got $bytes bytes; stderr: $(cat "$D/flood.err")"
+  [ "$bytes" = $((FLOOD_MB * 1048576)) ] || fail "got $bytes bytes; stderr: $(cat "$D/flood.err"); kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
   hwm=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "$D/flood.err")
   [ -n "$hwm" ] && [ "$hwm" -lt 8192 ] || fail "kiln-init peak RSS ${hwm:-?} kB (limit 8192); stderr: $(cat "$D/flood.err"); result: $(cat "$D/flood.res")"
   crss=$(sed -n 's/.*client_maxrss_kb=\([0-9]*\).*/\1/p' "$D/flood.res")
@@ -237,7 +237,7 @@ r() {
 }
 
 @test "agent: BYE ends the VM through the exit port (kiln-vmm exits 0)" {
-  [ "$(cat "$D/base.bye.rc")" = 0 ] || fail "bye client: $(cat "$D/base.bye.out")"
+  [ "$(cat "$D/base.bye.rc")" = 0 ] || fail "bye client: $(cat "$D/base.bye.out"); kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
   [ "$(cat "$D/base.vmm.rc")" = 0 ] || fail "kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
 }
 
