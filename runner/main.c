@@ -2159,13 +2159,12 @@ static int cmd_gc(void)
 	fmt(R.jailer, sizeof(R.jailer), "%s/kiln-jailer", R.bindir);
 	fmt(p, sizeof(p), "%s/runs", state);
 	d = opendir(p);
-	if (!d) {
-		if (errno == ENOENT)
-			return 0;
+	if (!d && errno != ENOENT) {
 		kiln_warn_errno(errno, "%s", p);
 		return KILN_RUN_EXIT_SETUP;
 	}
-	while ((e = readdir(d)) != NULL) {
+	/* No runs directory: still look for jails, cgroups and cache files below. */
+	while (d && (e = readdir(d)) != NULL) {
 		char lk[PATH_MAX];
 		int fd;
 
@@ -2193,7 +2192,8 @@ static int cmd_gc(void)
 		if (fd >= 0)
 			close(fd);
 	}
-	closedir(d);
+	if (d)
+		closedir(d);
 	/* Jails and cgroups whose run directory is gone. */
 	fmt(p, sizeof(p), "%s/jail/kiln-vmm", state);
 	d = opendir(p);
@@ -2250,7 +2250,7 @@ static int cmd_gc(void)
 			e->d_name[n - 4] = 0;
 			dot = strrchr(e->d_name, '.');
 			pid = dot ? strtol(dot + 1, &end, 10) : 0;
-			if (!dot || *end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			if (!dot || *end || pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
 				continue;
 			e->d_name[n - 4] = '.';
 			if (unlinkat(dirfd(d), e->d_name, 0) == 0)

@@ -205,7 +205,7 @@ static int read_at(int fd, uint8_t *dst, uint64_t len, uint64_t off)
 
 /*
  * Start-up is over: drop this binary's read-only pages (code and constants of option parsing,
- * image loading, VM and device set-up, and the much of glibc they pulled in) from the address
+ * image loading, VM and device set-up, and much of the glibc they pulled in) from the address
  * space. They are clean file pages: what the running VM needs faults back in from the page
  * cache, the rest stops counting against the VMM's resident memory (about 900 KiB of a
  * static binary otherwise stays mapped). Writable segments (data, relocated pointers, bss)
