@@ -168,16 +168,22 @@ static uint64_t now_ms(void)
 }
 
 /* KILN_DEBUG=1: one stderr line per step, with milliseconds since kiln started. */
-static void dbg(const char *fmt, ...) KILN_PRINTF(1, 2);
-static void dbg(const char *fmt, ...)
+static bool debug_on(void)
 {
 	static int on = -1;
-	char m[256];
-	va_list ap;
 
 	if (on < 0)
 		on = getenv("KILN_DEBUG") != NULL;
-	if (!on)
+	return on;
+}
+
+static void dbg(const char *fmt, ...) KILN_PRINTF(1, 2);
+static void dbg(const char *fmt, ...)
+{
+	char m[256];
+	va_list ap;
+
+	if (!debug_on())
 		return;
 	va_start(ap, fmt);
 	vsnprintf(m, sizeof(m), fmt, ap);
@@ -239,7 +245,8 @@ static void usage(FILE *f)
 		"or 121 when something could not be removed.\n"
 		"Environment: KILN_STATE_DIR (default /run/kiln, at most 64 characters), KILN_UID_BASE\n"
 		"and KILN_UID_COUNT (uids of runs, default 200000 and 1024; CIDs 3 + slot), KILN_DEBUG\n"
-		"(set: one stderr line per step of the run, with milliseconds since kiln started).\n\n"
+		"(set: one stderr line per step of the run, with milliseconds since kiln started, and\n"
+		"the tail of the VM's console at the end).\n\n"
 		KILN_RUN_EXIT_HELP);
 }
 
@@ -2059,8 +2066,12 @@ static int finish(void)
 	case RR_OUTPUT_LIMIT:
 	case RR_INTERRUPTED:
 		note("%s", R.msg);
+		if (debug_on())
+			print_console_tail();
 		break;
 	default:
+		if (debug_on())
+			print_console_tail();
 		break;
 	}
 

@@ -4,8 +4,9 @@
 # Sizes: 20 sequential and 8 concurrent runs (the issue's figures). KILN_STRESS_SEQ and
 # KILN_STRESS_CONC override them; nothing scales them down by default, also not in the emulated
 # host (KILN_IN_KVMHOST=1), where the whole file took 172 s (well within its 900 s limit).
-# In the emulated host only, a run that ends in the known nested-guest reset is run once more
-# (the concurrent batch as a whole), said on the TAP stream; see known_reset.
+# In the emulated host only, a run that meets one of its known faults (a nested-guest reset, a
+# vCPU left spinning) is run once more (the concurrent batch as a whole), said on the TAP stream;
+# see known_fault.
 bats_require_minimum_version 1.5.0
 
 ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
@@ -22,17 +23,31 @@ load run-common
 setup() { run_setup; }
 teardown() { run_teardown; }
 
-# KNOWN BUG (open, the emulated host only; boot.bats and seccomp.bats meet it too, see issue 3's
-# note): a nested guest sometimes ends in a reset (kiln-vmm status 4) with no kernel message
-# before it (no panic, no "Restarting system": most likely a triple fault under QEMU TCG's
-# nested SVM). kiln run reports that correctly (guest-panic, exit 122). known_reset STATUS
-# STDOUT STDERR: true for exactly that, in the emulated host only; the test then says so and
-# runs it once more. Anything else, a second reset, or anything left behind by the reset run
-# still fails.
-known_reset() {
+# KNOWN BUGS of the emulated host (open; QEMU TCG's nested SVM, not kiln; see issue 3's note).
+# known_fault STATUS STDOUT STDERR is true, in the emulated host only, for exactly these two:
+# 1. the nested guest ends in a reset (kiln-vmm status 4) with no kernel message before it (no
+#    panic, no "Restarting system"; boot.bats and seccomp.bats meet it too). kiln run reports it
+#    correctly: guest-panic, exit 122, "kiln-vmm: guest reset" on stderr.
+# 2. the nested vCPU is left spinning for good: caught on 2026-12-02 with the L1 kernel's KVM
+#    tracepoints, every exit was an NPF at the same RIP, 0xffffffffc041320c (an address in the L1
+#    kernel's module area: our guest kernel has neither modules nor a BPF JIT), on a guest-physical
+#    address beyond 4 GiB of a 256 MiB guest; the L1 kernel then died of a stack overflow in that
+#    vCPU thread. In CI it showed as a run that printed nothing until --timeout while kiln-vmm
+#    burned CPU the whole time. kiln run reports that correctly too: timeout, exit 124. Matched
+#    narrowly: reason timeout, not one byte of stdout, kiln-vmm's CPU time at least 90% of the
+#    run's wall time (a guest that waits, e.g. a lost interrupt or a kiln bug, uses next to none).
+# The test says so on the TAP stream and runs it once more. Anything else, a second fault, or
+# anything left behind by the faulted run still fails.
+known_fault() {
 	local output=$2
-	[ -n "${KILN_IN_KVMHOST:-}" ] && [ "$1" = 122 ] && [ "$(field '["reason"]' 2>/dev/null)" = guest-panic ] &&
-		[[ $3 == *"kiln-vmm: guest reset"* ]]
+	[ -n "${KILN_IN_KVMHOST:-}" ] || return 1
+	if [ "$1" = 122 ]; then
+		[ "$(field '["reason"]' 2>/dev/null)" = guest-panic ] && [[ $3 == *"kiln-vmm: guest reset"* ]]
+		return
+	fi
+	[ "$1" = 124 ] && [ "$(field '["reason"]' 2>/dev/null)" = timeout ] &&
+		[ "$(field '["stdout_bytes"]' 2>/dev/null)" = 0 ] || return 1
+	python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r["usage"]["vmm_cpu_ms"] * 10 >= r["timings_ms"]["run"] * 9 else 1)' "$(rec)" 2>/dev/null
 }
 
 @test "run-stress: sequential runs (20) all succeed and each leaves nothing behind" {
@@ -41,8 +56,8 @@ known_reset() {
 	for rn in $(seq "$SEQ"); do
 		for attempt in 1 2; do
 			run --separate-stderr "$KILN" run --json -- sh -c "echo seq-$rn; echo data > /work/f; cat /work/f"
-			[ "$attempt" = 1 ] && known_reset "$status" "$output" "$stderr" || break
-			echo "# run-stress: run $rn: guest reset in the emulated host (known bug): once more" >&3
+			[ "$attempt" = 1 ] && known_fault "$status" "$output" "$stderr" || break
+			echo "# run-stress: run $rn: known emulated-host fault: once more" >&3
 			left=$(leftovers)
 			[ -z "$left" ] || { echo "after the reset of run $rn:$left"; false; }
 		done
@@ -85,7 +100,7 @@ known_reset() {
 		# The whole batch once more only when every failed run is the known reset.
 		for rn in $(seq "$CONC"); do
 			[ "${rcs[$((rn - 1))]}" = 0 ] && continue
-			if [ "$attempt" = 1 ] && known_reset "${rcs[$((rn - 1))]}" "$(cat "$T/out.$rn")" "$(cat "$T/err.$rn")"; then
+			if [ "$attempt" = 1 ] && known_fault "${rcs[$((rn - 1))]}" "$(cat "$T/out.$rn")" "$(cat "$T/err.$rn")"; then
 				resets=$((resets + 1))
 			else
 				echo "run $rn failed (exit ${rcs[$((rn - 1))]}): $(cat "$T/out.$rn" "$T/err.$rn")"
@@ -93,7 +108,7 @@ known_reset() {
 			fi
 		done
 		[ "$resets" != 0 ] || break
-		echo "# run-stress: $resets of $CONC concurrent runs: guest reset in the emulated host (known bug): the batch once more" >&3
+		echo "# run-stress: $resets of $CONC concurrent runs: known emulated-host fault: the batch once more" >&3
 		left=$(leftovers)
 		[ -z "$left" ] || { echo "after the reset batch:$left"; false; }
 	done
