@@ -96,8 +96,9 @@ $(B)/kiln-jailer: $(patsubst %.c,$(B)/%.o,$(wildcard jailer/*.c) common/util.c)
 	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lcap-ng
 
 # kiln (the runner): static-pie too (no dynamic loading at each start); it runs on the host, never in a jail.
+# It links the jailer's --cleanup (jailer/jail.c, hence libcap-ng) to run it without an exec.
 $(B)/kiln: $(B)/runner/main.o $(B)/libkiln.a
-	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^
+	$(CC) -static-pie -Wl,-z,relro,-z,now,-z,noexecstack -o $@ $^ -lcap-ng
 
 $(B)/jail-probe: tests/e2e/helpers/jail-probe.c
 	@mkdir -p $(dir $@)

@@ -28,6 +28,7 @@
 
 #include "agent_proto.h"
 #include "exitcodes.h"
+#include "jailer/jail.h"
 #include "runner/opts.h"
 #include "runner/outq.h"
 #include "runner/result.h"
@@ -564,13 +565,41 @@ static void sink_drain(void)
 
 /* ---- removal of a run (shared by teardown and gc) -------------------------------------------- */
 
-static int jailer_cleanup(const char *jailer, const char *jailbase, const char *id, bool cgroup)
+/*
+ * kiln-jailer --cleanup for run id, without exec'ing it: the same argument parsing and the same
+ * jail_cleanup(), linked in from jailer/, in a forked child (it exits on refusal, and its
+ * umask and messages stay its own). An exec and a static-pie start cost as much as the whole
+ * cleanup (about 40 ms each in the emulated host). 0: removed; else the jailer's status.
+ */
+static int jailer_cleanup(const char *jailbase, const char *id, bool cgroup)
 {
-	char *argv[] = { (char *)jailer, "--cleanup", "--id", (char *)id, "--chroot-base-dir",
+	char *argv[] = { "kiln-jailer", "--cleanup", "--id", (char *)id, "--chroot-base-dir",
 			 (char *)jailbase, cgroup ? "--parent-cgroup" : "--no-cgroup",
 			 cgroup ? CG_PARENT : NULL, NULL };
+	int argc = cgroup ? 8 : 7, st;
+	pid_t p;
 
-	return run_tool(argv, true);
+	fflush(NULL); /* nothing buffered may be written twice by the child */
+	p = fork();
+	if (p < 0)
+		return -errno;
+	if (p == 0) {
+		struct jail_config cfg;
+		char err[JAIL_ERR_MAX * 2];
+		int nul = open("/dev/null", O_RDWR);
+
+		if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0)
+			_exit(127);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		kiln_set_progname("kiln-jailer");
+		if (jail_parse_args(argc, argv, &cfg, err, sizeof(err)) < 0)
+			_exit(KILN_EXIT_USAGE);
+		_exit(jail_cleanup(&cfg));
+	}
+	while (waitpid(p, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 /*
@@ -578,7 +607,7 @@ static int jailer_cleanup(const char *jailer, const char *jailbase, const char *
  * run directory. Safe to call for a run that got only partly set up. Returns 0 when nothing is
  * left, -EBUSY when a jail or cgroup could not be removed.
  */
-static int remove_run(const char *state, const char *id, const char *jailer)
+static int remove_run(const char *state, const char *id)
 {
 	char p[PATH_MAX], cg[PATH_MAX], jail[PATH_MAX], base[PATH_MAX];
 	struct stat st;
@@ -598,7 +627,7 @@ static int remove_run(const char *state, const char *id, const char *jailer)
 
 		if (!has_cg && !has_jail)
 			break;
-		if (jailer_cleanup(jailer, base, id, cgroup) == 0)
+		if (jailer_cleanup(base, id, cgroup) == 0)
 			continue;
 		usleep(100 * 1000);
 	}
@@ -950,7 +979,7 @@ static int take_slot(void)
 					fmt(lk, sizeof(lk), "%s/runs/%s/lock", R.state, prev);
 					lfd = open(lk, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 					if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) == 0)
-						(void)remove_run(R.state, prev, R.jailer);
+						(void)remove_run(R.state, prev);
 					if (lfd >= 0)
 						close(lfd);
 				}
@@ -1986,7 +2015,7 @@ static void teardown(void)
 	if (R.rundir_made) {
 		if (R.f.got_exit && !(R.f.exit.kind == KA_EXITED && R.f.exit.code == 0))
 			R.f.disk_full = scratch_full();
-		if (remove_run(R.state, R.id, R.jailer) < 0 && !R.msg[0])
+		if (remove_run(R.state, R.id) < 0 && !R.msg[0])
 			set_msg("remains of the run could not be removed (kiln gc)");
 	}
 	if (R.slot_fd >= 0)
@@ -2166,8 +2195,6 @@ static int cmd_gc(void)
 	int removed = 0, rc = 0;
 
 	state_dir(state, sizeof(state));
-	bin_dir();
-	fmt(R.jailer, sizeof(R.jailer), "%s/kiln-jailer", R.bindir);
 	fmt(p, sizeof(p), "%s/runs", state);
 	d = opendir(p);
 	if (!d && errno != ENOENT) {
@@ -2195,7 +2222,7 @@ static int cmd_gc(void)
 			if (stat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60)
 				continue;
 		}
-		if (remove_run(state, e->d_name, R.jailer) < 0)
+		if (remove_run(state, e->d_name) < 0)
 			rc = KILN_RUN_EXIT_SETUP;
 		else
 			printf("kiln gc: removed run %s\n", e->d_name);
@@ -2218,7 +2245,7 @@ static int cmd_gc(void)
 			fmt(rd, sizeof(rd), "%s/runs/%s", state, e->d_name);
 			if (stat(rd, &st) == 0)
 				continue;
-			if (remove_run(state, e->d_name, R.jailer) < 0)
+			if (remove_run(state, e->d_name) < 0)
 				rc = KILN_RUN_EXIT_SETUP;
 			else
 				printf("kiln gc: removed jail %s\n", e->d_name);
@@ -2240,7 +2267,7 @@ static int cmd_gc(void)
 			fmt(jd, sizeof(jd), "%s/jail/kiln-vmm/%s", state, e->d_name);
 			if (stat(rd, &st) == 0 || lstat(jd, &st) == 0)
 				continue;
-			if (remove_run(state, e->d_name, R.jailer) < 0)
+			if (remove_run(state, e->d_name) < 0)
 				rc = KILN_RUN_EXIT_SETUP;
 			else
 				printf("kiln gc: removed cgroup %s\n", e->d_name);

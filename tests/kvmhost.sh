@@ -7,7 +7,8 @@
 # the whole run exceeded the timeout; 125 if the emulated host failed before reporting one.
 # usage: tests/kvmhost.sh [-d DIR] [-m MiB] [-c CPUS] [-t SECONDS] [-s SECONDS] [--] command...
 # -s: stall limit: when the emulated host prints nothing for that long it is taken as hung
-#     (seen: the whole emulated host freezing under a nested guest), stopped, and 124 returned.
+#     (seen: the whole emulated host freezing under a nested guest), stopped, and 124 returned;
+#     with -s, a kernel report of a CPU in soft lockup for 120 s or more counts as hung too.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DIR=$PWD MEM=4096 CPUS=2 TMO=1500 STALL=0
@@ -75,10 +76,16 @@ printf '%q ' "$@" > "$cmdf"
 set +e
 if [ "$STALL" -gt 0 ]; then
   # Watchdog: the log grows with everything the emulated host prints; no growth for STALL
-  # seconds means it froze. Stop its QEMU (found by the unique id on its command line).
+  # seconds means it froze. So does a kernel report of a CPU in soft lockup for 120 s or more:
+  # seen several times, both L1 CPUs stuck for good, while those very reports every ~30 s kept
+  # the log growing (the file then waited out its whole time limit). Stop its QEMU (found by
+  # the unique id on its command line).
   ( last=-1 since=$(date +%s)
     while sleep 10; do
       sz=$(stat -c %s "$log" 2>/dev/null || echo 0)
+      if grep -qE 'soft lockup - CPU#[0-9]+ stuck for ([0-9]{4,}|1[2-9][0-9]|[2-9][0-9][0-9])s!' "$log" 2>/dev/null; then
+        touch "$stallf"; pkill -TERM -f "kvmhost.id=$id" ; sleep 10; pkill -KILL -f "kvmhost.id=$id"; exit 0
+      fi
       if [ "$sz" != "$last" ]; then last=$sz since=$(date +%s)
       elif [ $(( $(date +%s) - since )) -ge "$STALL" ]; then
         touch "$stallf"; pkill -TERM -f "kvmhost.id=$id" ; sleep 10; pkill -KILL -f "kvmhost.id=$id"; exit 0
@@ -98,7 +105,12 @@ timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$ME
 qrc=${PIPESTATUS[0]}
 set -e
 if [ -e "$stallf" ]; then
-  echo "kvmhost: the emulated host printed nothing for $STALL s: stopped as hung" >&2; exit 124
+  if grep -qE 'soft lockup - CPU#[0-9]+ stuck for' "$log"; then
+    echo "kvmhost: the emulated host froze (a CPU in soft lockup for 120 s or more): stopped as hung" >&2
+  else
+    echo "kvmhost: the emulated host printed nothing for $STALL s: stopped as hung" >&2
+  fi
+  exit 124
 fi
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
   echo "kvmhost: timed out after $TMO s" >&2; exit 124
