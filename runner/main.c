@@ -46,7 +46,7 @@
  *     EXIT, GET files; every frame capped and checked, every wait under a deadline; then end
  *     the VM: killed at once (nothing in it is needed any more), or, when the agent reported an
  *     OOM kill, with BYE so that the VM's console (the kernel's OOM line) arrives whole;
- *  5. kill what still runs, jailer --cleanup, remove the run directory; decide the reason from
+ *  5. kill what still runs, the jailer's --cleanup (linked in, forked), remove the run directory; decide the reason from
  *     what the host saw; write the record; exit with the command's status or 120-124.
  */
 
