@@ -46,8 +46,9 @@
  *     EXIT, GET files; every frame capped and checked, every wait under a deadline; then end
  *     the VM: killed at once (nothing in it is needed any more), or, when the agent reported an
  *     OOM kill, with BYE so that the VM's console (the kernel's OOM line) arrives whole;
- *  5. kill what still runs, the jailer's --cleanup (linked in, forked), remove the run directory; decide the reason from
- *     what the host saw; write the record; exit with the command's status or 120-124.
+ *  5. kill what still runs, the jailer's --cleanup (linked in, in a forked child), remove the
+ *     run directory; decide the reason from what the host saw; write the record; exit with the
+ *     command's status or 120-124.
  */
 
 #define STATE_DIR_DEF "/run/kiln"
