@@ -231,23 +231,6 @@ static unsigned long pids_refused(void)
 	return strtoul(p + (p == buf ? 4 : 5), NULL, 10);
 }
 
-/*
- * Start reading the image's shell (in our images /bin/busybox, which every applet and most
- * commands run) into the page cache now, while the rest of set-up and the host's connect go on:
- * the reads are only queued (virtio-blk serves them on the VMM's loop thread), and the command's
- * exec later finds its pages cached instead of faulting them in from the disk one window at a
- * time. A missing or odd /bin/sh just means nothing is prefetched.
- */
-static void prefetch_shell(void)
-{
-	int fd = open("/bin/sh", O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-
-	if (fd < 0)
-		return;
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
-	close(fd);
-}
-
 static void setup(void)
 {
 	const unsigned long nsnd = MS_NOSUID | MS_NODEV;
@@ -256,7 +239,6 @@ static void setup(void)
 	sigset_t set;
 
 	umask(022);
-	prefetch_shell();
 	do_mount("proc", "/proc", "proc", nsnd | MS_NOEXEC, NULL);
 	do_mount("sys", "/sys", "sysfs", nsnd | MS_NOEXEC, NULL);
 	cgroup_setup();
