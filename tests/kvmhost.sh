@@ -106,7 +106,9 @@ qrc=${PIPESTATUS[0]}
 set -e
 if [ -e "$stallf" ]; then
   if grep -qE 'soft lockup - CPU#[0-9]+ stuck for' "$log"; then
-    echo "kvmhost: the emulated host froze (a CPU in soft lockup for 120 s or more): stopped as hung" >&2
+    echo "kvmhost: the emulated host froze (a CPU in soft lockup for 120 s or more): stopped as hung;" \
+      "its kernel's last reports:" >&2
+    grep -E 'soft lockup|BUG|panic' "$log" | tail -6 | tr -d '\r' | sed 's/^/kvmhost:   /' >&2
   else
     echo "kvmhost: the emulated host printed nothing for $STALL s: stopped as hung" >&2
   fi
