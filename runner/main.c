@@ -580,7 +580,7 @@ static int jailer_cleanup(const char *jailbase, const char *id, bool cgroup)
 	int argc = cgroup ? 8 : 7, st;
 	pid_t p;
 
-	fflush(NULL); /* nothing buffered may be written twice by the child */
+	fflush(NULL); /* kiln gc's lines out first; the child's copies of buffers go to /dev/null */
 	p = fork();
 	if (p < 0)
 		return -errno;
