@@ -296,17 +296,25 @@ hostile_image() {
 }
 
 @test "run: concurrent runs get their own uid, CID and output; a fork bomb is contained" {
-	"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo A$i; done; id -u' > "$T/a" 2>&1 &
-	local a=$!
-	"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo B$i; done' > "$T/b" 2>&1 &
-	local b=$!
-	"$KILN" run --json --pids 64 --timeout 15s -- sh -c 'f() { f | f & }; f; sleep 1000' > "$T/c" 2>&1 &
-	local c=$!
-	# While they run: three VMMs, each as its own uid.
-	for _ in $(seq 600); do [ "$(pgrep -x kiln-vmm | wc -l)" -ge 2 ] && break; sleep 0.1; done
-	local uids
-	uids=$(ps -o uid= -p "$(pgrep -d, -x kiln-vmm)" | sort -u | wc -l)
-	wait "$a"; wait "$b"; wait "$c" || true
+	local a b c uids rcc attempt left
+	# A second round only when the bomb's VM met the emulated host's known reset (known_fault).
+	for attempt in 1 2; do
+		"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo A$i; done; id -u' > "$T/a" 2>&1 &
+		a=$!
+		"$KILN" run --json -- sh -c 'for i in $(seq 300); do echo B$i; done' > "$T/b" 2>&1 &
+		b=$!
+		"$KILN" run --json --pids 64 --timeout 15s -- sh -c 'f() { f | f & }; f; sleep 1000' > "$T/c" 2>&1 &
+		c=$!
+		# While they run: three VMMs, each as its own uid.
+		for _ in $(seq 600); do [ "$(pgrep -x kiln-vmm | wc -l)" -ge 2 ] && break; sleep 0.1; done
+		uids=$(ps -o uid= -p "$(pgrep -d, -x kiln-vmm)" | sort -u | wc -l)
+		wait "$a"; wait "$b"; rcc=0; wait "$c" || rcc=$?
+		# (its reset only: a bomb that runs into --timeout is an outcome this test accepts)
+		[ "$attempt" = 1 ] && [ "$rcc" = 122 ] && known_fault "$rcc" "$(cat "$T/c")" "$(cat "$T/c")" || break
+		echo "# run: the fork bomb's VM met a known emulated-host fault: the three runs once more" >&3
+		left=$(leftovers)
+		[ -z "$left" ] || { echo "after the faulted round:$left"; false; }
+	done
 	# (one assertion per line: bats does not fail on the first part of an && list, or on "! cmd")
 	[ "$(grep -c '^A[0-9]' "$T/a")" = 300 ]
 	[ -z "$(grep '^B' "$T/a")" ]
