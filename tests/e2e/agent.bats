@@ -45,6 +45,16 @@ end_vm() {
   echo $rc > "$d/$1.vmm.rc"
 }
 
+# flood_round NAME: the output-streaming conversation (agent's peak RSS from /proc/1/status),
+# recorded as flood.*, then BYE to VM NAME (end_vm NAME).
+flood_round() {
+  local d=$BATS_FILE_TMPDIR
+  timeout -k 5 300 "$CLIENT" --uds "$UDS" --timeout 280 --no-bye --result "$d/flood.res" -- \
+    sh -c "head -c $((FLOOD_MB * 1048576)) /dev/zero; grep VmHWM /proc/1/status >&2" \
+    </dev/null 2>"$d/flood.err" | wc -c > "$d/flood.bytes" || true
+  end_vm "$1"
+}
+
 setup_file() {
   ( exec 9<>/dev/kvm ) 2>/dev/null || return 0
   [ -x "$CLIENT" ] && [ -f "$IMAGE" ] || return 0
@@ -87,11 +97,21 @@ setup_file() {
   printf 'KILN\001\002\000\000\000\000\020\000' > toolong.bin
   c toolong --raw toolong.bin
   c alive -- echo alive
-  # -- output streaming with bounded memory (agent's peak RSS from /proc/1/status)
-  timeout -k 5 300 "$CLIENT" --uds "$UDS" --timeout 280 --no-bye --result "$d/flood.res" -- \
-    sh -c "head -c $((FLOOD_MB * 1048576)) /dev/zero; grep VmHWM /proc/1/status >&2" \
-    </dev/null 2>"$d/flood.err" | wc -c > "$d/flood.bytes" || true
-  end_vm base
+  flood_round base
+  # KNOWN emulated-host fault (see known_fault in run-common.bash): the nested guest ends in a
+  # reset with no kernel message before it; in CI it hit this VM in the middle of the flood
+  # ("connection closed by the guest" at 10.7 MB, kiln-vmm status 4, console: only the agent's
+  # ready line and "kiln-vmm: guest reset"). Exactly that, in the emulated host only: the flood
+  # and BYE once more on a fresh VM, said on the TAP stream; a second fault still fails.
+  echo base > floodvm
+  if [ -n "${KILN_IN_KVMHOST:-}" ] && [ "$(cat base.vmm.rc)" = 4 ] &&
+     grep -q 'kiln-vmm: guest reset' base.console &&
+     ! grep -v '^kiln-vmm:' base.console | grep -qiE 'panic|Restarting|BUG'; then
+    echo "# agent: the base VM met the emulated host's known guest reset: flood and BYE once more on a fresh VM" >&3
+    boot "$IMAGE" flood2
+    flood_round flood2
+    echo flood2 > floodvm
+  fi
 
   if [ -f "$PY_IMAGE" ]; then
     boot "$PY_IMAGE" py
@@ -228,8 +248,10 @@ r() {
 }
 
 @test "agent: $FLOOD_MB MiB of output streams through with bounded memory on both ends" {
+  local v
+  v=$(cat "$D/floodvm")
   bytes=$(cat "$D/flood.bytes")
-  [ "$bytes" = $((FLOOD_MB * 1048576)) ] || fail "got $bytes bytes; stderr: $(cat "$D/flood.err"); kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
+  [ "$bytes" = $((FLOOD_MB * 1048576)) ] || fail "got $bytes bytes; stderr: $(cat "$D/flood.err"); kiln-vmm exit $(cat "$D/$v.vmm.rc"); console: $(tail -20 "$D/$v.console")"
   hwm=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "$D/flood.err")
   [ -n "$hwm" ] && [ "$hwm" -lt 8192 ] || fail "kiln-init peak RSS ${hwm:-?} kB (limit 8192); stderr: $(cat "$D/flood.err"); result: $(cat "$D/flood.res")"
   crss=$(sed -n 's/.*client_maxrss_kb=\([0-9]*\).*/\1/p' "$D/flood.res")
@@ -237,8 +259,10 @@ r() {
 }
 
 @test "agent: BYE ends the VM through the exit port (kiln-vmm exits 0)" {
-  [ "$(cat "$D/base.bye.rc")" = 0 ] || fail "bye client: $(cat "$D/base.bye.out"); kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
-  [ "$(cat "$D/base.vmm.rc")" = 0 ] || fail "kiln-vmm exit $(cat "$D/base.vmm.rc"); console: $(tail -20 "$D/base.console")"
+  local v
+  v=$(cat "$D/floodvm")
+  [ "$(cat "$D/$v.bye.rc")" = 0 ] || fail "bye client: $(cat "$D/$v.bye.out"); kiln-vmm exit $(cat "$D/$v.vmm.rc"); console: $(tail -20 "$D/$v.console")"
+  [ "$(cat "$D/$v.vmm.rc")" = 0 ] || fail "kiln-vmm exit $(cat "$D/$v.vmm.rc"); console: $(tail -20 "$D/$v.console")"
 }
 
 @test "agent: a python3 one-liner runs in the python image" {
