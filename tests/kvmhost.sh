@@ -71,6 +71,7 @@ fi
 id=$$.$RANDOM
 cmdf=$DIR/.kvmhost-$id.cmd rcf=$DIR/.kvmhost-$id.rc log=$DIR/.kvmhost-$id.log
 stallf=$DIR/.kvmhost-$id.stalled watch=
+LOCKUP='soft lockup - CPU#[0-9]+ stuck for ([0-9]{4,}|1[2-9][0-9]|[2-9][0-9][0-9])s!'  # a CPU stuck 120 s or more
 trap 'rm -f "$cmdf" "$rcf" "$log" "$stallf"; [ -z "$watch" ] || kill "$watch" 2>/dev/null' EXIT
 printf '%q ' "$@" > "$cmdf"
 set +e
@@ -83,7 +84,7 @@ if [ "$STALL" -gt 0 ]; then
   ( last=-1 since=$(date +%s)
     while sleep 10; do
       sz=$(stat -c %s "$log" 2>/dev/null || echo 0)
-      if grep -qE 'soft lockup - CPU#[0-9]+ stuck for ([0-9]{4,}|1[2-9][0-9]|[2-9][0-9][0-9])s!' "$log" 2>/dev/null; then
+      if grep -qE "$LOCKUP" "$log" 2>/dev/null; then
         touch "$stallf"; pkill -TERM -f "kvmhost.id=$id" ; sleep 10; pkill -KILL -f "kvmhost.id=$id"; exit 0
       fi
       if [ "$sz" != "$last" ]; then last=$sz since=$(date +%s)
@@ -105,7 +106,7 @@ timeout -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$ME
 qrc=${PIPESTATUS[0]}
 set -e
 if [ -e "$stallf" ]; then
-  if grep -qE 'soft lockup - CPU#[0-9]+ stuck for' "$log"; then
+  if grep -qE "$LOCKUP" "$log"; then
     echo "kvmhost: the emulated host froze (a CPU in soft lockup for 120 s or more): stopped as hung;" \
       "its kernel's last reports:" >&2
     grep -E 'soft lockup|BUG|panic' "$log" | tail -6 | tr -d '\r' | sed 's/^/kvmhost:   /' >&2
