@@ -334,18 +334,20 @@ hostile_image() {
 	[ -x "$vs" ] || skip "no build/guest/kiln-vsock (make initramfs)"
 	# Run B listens on vsock port 5000 and keeps any bytes a connection brings, until the test
 	# writes a line to its stdin (after run A is done).
-	( while [ ! -e "$T/a-done" ]; do sleep 0.2; done; echo go ) |
+	# (Bounded, as B's --timeout: a failed assertion below must not leave the loop running.)
+	( for _ in $(seq 1500); do [ -e "$T/a-done" ] && break; sleep 0.2; done; echo go ) |
 		"$KILN" run --json --put "$vs:kv" --timeout 300s -- sh -c \
 		'./kv accept 5000 </dev/null >got 2>&1 & echo listening; read x; echo "got:$(cat got)"' > "$T/b" 2>&1 &
 	local b=$!
 	for _ in $(seq 1200); do grep -q '^listening' "$T/b" && break; sleep 0.1; done
 	grep -q '^listening' "$T/b" || { cat "$T/b"; false; }
-	# B's CID, from the VMM arguments kiln gave B's jailer (B is the only run).
-	cidb=$(for p in $(pgrep -x kiln-jailer); do tr '\0' ' ' < /proc/$p/cmdline; echo; done |
-		sed -n 's/.*--vsock cid=\([0-9]*\),.*/\1/p' | sort -u)
+	# B's CID, from the arguments of B's VMM (B is the only run).
+	cidb=$(for p in $(pgrep -x kiln-vmm); do tr '\0' ' ' < /proc/$p/cmdline; echo; done |
+		sed -n 's/.*--vsock cid=\([0-9]*\)[, ].*/\1/p' | sort -u)
 	echo "B's CID: $cidb"
-	[ -n "$cidb" ]
-	[ "$(echo "$cidb" | wc -l)" = 1 ]
+	if [ -z "$cidb" ] || [ "$(echo "$cidb" | wc -l)" != 1 ]; then
+		touch "$T/a-done"; wait "$b"; cat "$T/b"; false
+	fi
 	# Run A: connect to B's listener and to B's agent port; both must fail.
 	run --separate-stderr "$KILN" run --json --put "$vs:kv" -- sh -c \
 		"for p in 5000 1024; do echo hello | ./kv connect $cidb \$p; echo rc=\$?; done"
