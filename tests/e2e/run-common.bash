@@ -1,4 +1,4 @@
-# run-common.bash: what the `kiln run` suites (run.bats, run-stress.bats) share: the skip checks
+# run-common.bash: what the `kiln run` suites (run.bats, run-life.bats, run-stress.bats) share: the skip checks
 # and names every test sets up, the leftover check every teardown makes, reading the record, and
 # the emulated host's known faults (known_fault).
 # Each file sets ROOT and KILN and its own KILN_STATE_DIR (setup_file) before loading this.
