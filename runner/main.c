@@ -1162,6 +1162,7 @@ static int spawn(void)
 	pid_t parent = getpid();
 	R.t_spawn = now_us();
 	dbg("run directory ready; spawning the jailer");
+	fflush(NULL); /* the child's exit() (the jailer's) must not write kiln's stdio buffers again */
 	R.child = fork();
 	if (R.child < 0) {
 		set_msg("fork: %s", strerror(errno));
