@@ -69,6 +69,24 @@ teardown() { run_teardown; }
 	[[ "$output" == "kiln gc: removed run k"* ]]
 }
 
+@test "run: SIGKILL of the VMM mid-run -> vmm-crash, kiln exits 122, nothing left" {
+	"$KILN" run --json -- sh -c 'echo started; sleep 1000' > "$T/out" 2> "$T/err" &
+	local k=$! v
+	for _ in $(seq 1200); do grep -q '^started' "$T/out" && break; sleep 0.1; done
+	grep -q '^started' "$T/out" || { cat "$T/out" "$T/err"; false; }
+	v=$(pgrep -x kiln-vmm)
+	[ -n "$v" ] && [ "$(echo "$v" | wc -l)" = 1 ] || { echo "kiln-vmm: '$v'"; kill "$k"; wait "$k"; false; }
+	kill -KILL "$v"
+	wait "$k" || status=$?
+	output=$(tail -1 "$T/out")
+	echo "kiln: ${status:-0} $output $(cat "$T/err")"
+	# Decided from what the host saw (a signal kiln did not send), not from the agent.
+	[ "${status:-0}" -eq 122 ]
+	[ "$(field '["reason"]')" = vmm-crash ]
+	grep -q '^kiln: kiln-vmm failed (signal 9)' "$T/err"
+	# run_teardown then checks that nothing is left: processes, cgroups, mounts, jail, disks.
+}
+
 @test "run: kiln gc removes an orphaned run cgroup and a dead kiln's unfinished scratch cache file, nothing else" {
 	local cg=/sys/fs/cgroup/kiln
 	mkdir -p "$cg/k0123456789abcdef" "$cg/not-a-run" "$S/cache"
