@@ -145,7 +145,11 @@ teardown() { run_teardown; }
 
 @test "run: dd until full -> disk-full; the host scratch file never grows beyond --disk" {
 	local cap=$((32 << 20)) max=0 size=0 img b u s k
-	"$KILN" run --json --disk 32M -- dd if=/dev/zero of=/work/fill bs=1M > "$T/out" 2> "$T/err" &
+	# dd's data reaches the host file only at the guest's writeback (the sync before a failed
+	# command's EXIT), and the file is gone ~0.1 s later: sync and hold the full disk for 2 s so
+	# that the sampler below cannot miss it (it did once, in a CI-like run: max 303104 bytes).
+	"$KILN" run --json --disk 32M -- sh -c \
+		'dd if=/dev/zero of=/work/fill bs=1M; r=$?; sync; sleep 2; exit $r' > "$T/out" 2> "$T/err" &
 	k=$!
 	# Sample the scratch image's allocated and apparent size on the host while the run lasts.
 	while kill -0 "$k" 2>/dev/null; do
