@@ -52,12 +52,38 @@ kvmhost)
   echo "bench: /dev/kvm cannot run guests here; re-running inside tests/kvmhost.sh (only ratios mean anything there)"
   # the emulated host starts with a clean environment: pass the KILN_BENCH_* knobs on
   # -s: the emulated host sometimes freezes (see tests/kvmhost.sh); give up after 120 s of silence
-  exec tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -s 120 -- env $(env | grep '^KILN_BENCH_[A-Z_]*=[^[:space:]]*$') \
-    KILN_BENCH_HOST=direct bench/run.sh ;;
+  # The emulated host itself sometimes freezes or dies (tests/kvmhost.sh exits 124 or 125; see
+  # the notes there). Every complete sample round is kept in build/bench/state*.sh as it ends;
+  # after such a stop the bench goes on in a fresh emulated host from the next round (up to
+  # KILN_BENCH_ATTEMPTS emulated hosts, default 3), and says so. A round cut short is run again
+  # whole, so kiln and its peers are always measured side by side.
+  attempt=1 resume=
+  while :; do
+    tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -s 120 -- env $(env | grep '^KILN_BENCH_[A-Z_]*=[^[:space:]]*$') \
+      KILN_BENCH_HOST=direct ${resume:+KILN_BENCH_RESUME=$attempt} bench/run.sh
+    rc=$?
+    if { [ "$rc" = 124 ] || [ "$rc" = 125 ]; } && [ -f build/bench/state.sh ] && \
+       [ "$attempt" -lt "${KILN_BENCH_ATTEMPTS:-3}" ]; then
+      attempt=$((attempt + 1)) resume=1
+      echo "bench: the emulated host stopped (exit $rc); attempt $attempt goes on in a fresh one after the last complete round"
+      continue
+    fi
+    exit "$rc"
+  done ;;
 *) echo "bench: KILN_BENCH_HOST must be direct or kvmhost" >&2; exit 2 ;;
 esac
 
-rm -rf "$OUT"; mkdir -p "$OUT"
+# State kept across emulated hosts (see the kvmhost case above): shell lines that replay each
+# complete sample round and each finished part; a fresh bench starts from nothing.
+STATE=$OUT/state.sh
+if [ -n "${KILN_BENCH_RESUME:-}" ] && [ -f "$STATE" ]; then
+  echo "# attempt ${KILN_BENCH_RESUME}: resumed in a fresh emulated host after the last complete round (lines of a round cut short above do not count)" >> "$OUT/results.txt"
+else
+  rm -rf "$OUT"; mkdir -p "$OUT"; : > "$STATE"
+fi
+save() { printf '%s\n' "$*" >> "$STATE"; }
+boot_next=1 mem_next=1 part_blk= part_vsock=
+. "$STATE"
 where=direct; [ -z "${KILN_IN_KVMHOST:-}" ] || where="tests/kvmhost.sh (QEMU TCG, nested SVM)"
 # Every VMM reads its inputs (binaries, kernel, initrds, disk images) from one staged copy under
 # /tmp: inside tests/kvmhost.sh the work directory is an uncached 9p mount, where each exec and
@@ -71,7 +97,7 @@ for f in kiln kiln-jailer kiln-vmm guest/bzImage guest/initramfs.cpio.gz guest/r
   [ ! -f "build/$f" ] || cp "build/$f" "$STAGE/$f" || exit 2
 done
 VMM=$STAGE/kiln-vmm KERNEL=$STAGE/guest/bzImage INITRD=$STAGE/guest/initramfs.cpio.gz
-{ echo "# kiln bench $(date -u +%FT%TZ) host=$where mem=${MEM}MiB vcpus=1 runs=$RUNS"
+[ -n "${KILN_BENCH_RESUME:-}" ] || { echo "# kiln bench $(date -u +%FT%TZ) host=$where mem=${MEM}MiB vcpus=1 runs=$RUNS"
   echo "# inputs staged in $STAGE (copies of build/): kernel=$KERNEL initrd=$INITRD cmdline=\"$CMDLINE\""
   echo "# qemu=$(qemu-system-x86_64 --version | head -1)"; } > "$RES"
 raw() { echo "$*" >> "$RES"; }
@@ -122,20 +148,23 @@ time_boot() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
   else fail_note "$1" "$2" "$rc" >&2; fi
 }
-if [ "$RUNS" -gt 0 ]; then
+boot_kiln=() boot_qemu=() boot_fail_kiln=0 boot_fail_qemu=0
+[ ! -f "$STATE.boot" ] || . "$STATE.boot"
+if [ "$RUNS" -ge "$boot_next" ]; then
   log "boot: warm-up run of each (not timed)"
   time_boot kiln boot-kiln-warmup >/dev/null
   time_boot qemu boot-qemu-warmup >/dev/null
 fi
-boot_kiln=() boot_qemu=() boot_fail_kiln=0 boot_fail_qemu=0
-for i in $(seq 1 "$RUNS"); do
+for i in $(seq "$boot_next" "$RUNS"); do
   # alternate which goes first so neither always runs right after the other
   if [ $((i % 2)) = 1 ]; then order="kiln qemu"; else order="qemu kiln"; fi
+  round="boot_next=$((i + 1))"
   for v in $order; do
     s=$(time_boot "$v" "boot-$v-$i")
-    if [ -n "$s" ]; then raw "boot $v run=$i ok=1 s=$s"; eval "boot_$v+=($s)"
-    else raw "boot $v run=$i ok=0"; eval "boot_fail_$v=\$((boot_fail_$v + 1))"; fi
+    if [ -n "$s" ]; then raw "boot $v run=$i ok=1 s=$s"; round+=" boot_$v+=($s)"
+    else raw "boot $v run=$i ok=0"; round+=" boot_fail_$v=\$((boot_fail_$v + 1))"; fi
   done
+  eval "$round"; printf '%s\n' "$round" >> "$STATE.boot"
   log "boot run $i/$RUNS: kiln ${boot_kiln[*]: -1:1}${boot_kiln[*]:+ s} qemu ${boot_qemu[*]: -1:1}${boot_qemu[*]:+ s}"
 done
 bk=$(median "${boot_kiln[@]}") bq=$(median "${boot_qemu[@]}") br=$(ratio "$bk" "$bq")
@@ -194,14 +223,17 @@ mem_run() {
   else fail_note "$v" "$n" "$rc" >&2; fi
 }
 mem_kiln_other=() mem_kiln_total=() mem_qemu_other=() mem_qemu_total=() up_kiln=() up_qemu=()
-for i in $(seq 1 "$MEM_RUNS"); do
+[ ! -f "$STATE.mem" ] || . "$STATE.mem"
+for i in $(seq "$mem_next" "$MEM_RUNS"); do
+  round="mem_next=$((i + 1))"
   for v in kiln qemu; do
     s=$(mem_run "$v" "mem-$v-$i")
     if [ -z "$s" ]; then raw "mem $v run=$i ok=0"; continue; fi
     set -- $s
     raw "mem $v run=$i ok=1 total_kb=$1 guest_kb=$2 other_kb=$3 guest_mappings=$4 uptime_at_init_s=${5:-na}"
-    eval "mem_${v}_total+=($1) mem_${v}_other+=($3)"; [ -z "${5:-}" ] || eval "up_${v}+=($5)"
+    round+=" mem_${v}_total+=($1) mem_${v}_other+=($3)"; [ -z "${5:-}" ] || round+=" up_${v}+=($5)"
   done
+  eval "$round"; printf '%s\n' "$round" >> "$STATE.mem"
   log "mem run $i/$MEM_RUNS: kiln other ${mem_kiln_other[*]: -1:1} kB, qemu total ${mem_qemu_total[*]: -1:1} kB"
 done
 mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
@@ -214,15 +246,22 @@ raw "uptime_at_init kiln median_s=${uk:-na} qemu median_s=${uq:-na} ratio=${ur:-
 
 # ---- 3. blk (hook: runs once kiln-vmm has --disk) ------------------------------------------
 blk_rows=()
-if [ -n "${KILN_BENCH_SKIP_BLK:-}" ]; then
+if [ -n "$part_blk" ]; then
+  eval "$part_blk"
+elif [ -n "${KILN_BENCH_SKIP_BLK:-}" ]; then
   raw "blk skipped: KILN_BENCH_SKIP_BLK"
 elif "$VMM" --help 2>&1 | grep -q -- '--disk'; then
   . bench/blk.sh
 else
   log "blk: skipped (kiln-vmm has no --disk yet)"; raw "blk skipped: kiln-vmm has no --disk"
 fi
+[ -n "$part_blk" ] || save "part_blk=$(printf '%q' "$(declare -p blk_rows)")"
 # ---- 4. vsock: host->guest, guest->host, round trips (bench/vsock.sh) ----------------------
-[ -n "${KILN_BENCH_SKIP_VSOCK:-}" ] || . bench/vsock.sh
+if [ -n "$part_vsock" ]; then eval "$part_vsock"
+else
+  [ -n "${KILN_BENCH_SKIP_VSOCK:-}" ] || . bench/vsock.sh
+  save "part_vsock=$(printf '%q' "$(declare -p blk_rows)")"
+fi
 # ---- 5. kiln run -- true against bare kiln-vmm and QEMU; runs per minute (bench/runner.sh) ----
 [ -n "${KILN_BENCH_SKIP_RUN:-}" ] || . bench/runner.sh
 

@@ -25,14 +25,18 @@ runner_bench() {
   done
   local d i v o t0 t1 rc s rec
   local -a r_kiln=() r_bare=() r_qemu=()
+  local rn_next=1 round
+  # complete rounds of an earlier emulated host (bench/run.sh's kvmhost case)
+  [ ! -f "$STATE.run" ] || . "$STATE.run"
   d=$(mktemp -d /tmp/kvr.XXXXXX) || return
   export KILN_STATE_DIR=$d/state
   truncate -s 256M "$d/scratch.img"
   # "0": a bare word on the kernel command line is passed to init as an argument
   local args="root=/dev/vda ro rootfstype=ext4 init=/sbin/kiln-exit 0"
   raw "# run: kiln run --mem ${MEM}M -- true vs bare kiln-vmm / qemu booting $RN_ROOT ($args), runs=$RN_RUNS"
-  for i in $(seq 1 "$RN_RUNS"); do
+  for i in $(seq "$rn_next" "$RN_RUNS"); do
     case $((i % 3)) in 1) o="run bare qemu";; 2) o="bare qemu run";; *) o="qemu run bare";; esac
+    round="rn_next=$((i + 1))"
     for v in $o; do
       t0=$(now)
       case $v in
@@ -43,7 +47,7 @@ runner_bench() {
         rec=$(grep '^{"id"' "$OUT/run-kiln-$i.out" | tail -1)
         if [ "$rc" = 0 ] && grep -q '"reason":"ok"' <<< "$rec"; then
           s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }')
-          r_kiln+=("$s")
+          round+=" r_kiln+=($s)"
           raw "run kiln run=$i ok=1 s=$s $(sed -n 's/.*"timings_ms":\({[^}]*}\).*/timings_ms=\1/p' <<< "$rec")"
         else raw "run kiln run=$i ok=0 rc=$rc"; log "kiln run $i FAILED (exit $rc): $(tail -2 "$OUT/run-kiln-$i.out" | tr '\n' '|')"; fi ;;
       bare)
@@ -51,17 +55,18 @@ runner_bench() {
         INITRD= kiln "run-bare-$i" "$args" --disk "$RN_ROOT,ro" --disk "$d/scratch.img" --vsock "cid=3,uds=$d/v.sock"
         rc=$?; t1=$(now)
         if [ "$rc" = 0 ]; then # only kiln-exit's status 0 ends kiln-vmm with 0
-          s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'); r_bare+=("$s"); raw "run bare run=$i ok=1 s=$s"
+          s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'); round+=" r_bare+=($s)"; raw "run bare run=$i ok=1 s=$s"
         else raw "run bare run=$i ok=0"; fail_note kiln "run-bare-$i" "$rc"; fi ;;
       qemu)
         QEMU_M=microvm,accel=kvm,acpi=off INITRD= qemu "run-qemu-$i" "$args" \
           -drive "id=d0,file=$RN_ROOT,format=raw,if=none,readonly=on" -device virtio-blk-device,drive=d0
         rc=$?; t1=$(now)
         if ok_rc qemu "$rc"; then
-          s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'); r_qemu+=("$s"); raw "run qemu run=$i ok=1 s=$s"
+          s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'); round+=" r_qemu+=($s)"; raw "run qemu run=$i ok=1 s=$s"
         else raw "run qemu run=$i ok=0"; fail_note qemu "run-qemu-$i" "$rc"; fi ;;
       esac
     done
+    eval "$round"; printf '%s\n' "$round" >> "$STATE.run"
     log "kiln run $i/$RN_RUNS: kiln run ${r_kiln[*]: -1:1} s, bare kiln-vmm ${r_bare[*]: -1:1} s, qemu ${r_qemu[*]: -1:1} s"
   done
   local mk mb mq
