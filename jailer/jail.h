@@ -12,7 +12,8 @@
  *   2. open and check every input (exec file, --ro/--rw paths, --netns) without following
  *      symlinks, before touching anything;
  *   3. create <base>/<exec-name>/<id>/root (the id directory must not exist), copy the exec
- *      file in, create mount points;
+ *      file in (with --exec-cache: make or reuse the cached copy, bound in at step 5), create
+ *      mount points;
  *   4. create and configure the cgroup <parent>/<id>;
  *   5. clone the VMM process into new mount, pid, net, ipc and uts namespaces and the cgroup;
  *      it enters a new cgroup namespace, mounts the jail, pivots into it, sets rlimits,

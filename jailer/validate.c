@@ -465,6 +465,11 @@ static int parse_one(struct jail_config *cfg, const char *opt, const char *v, ch
 			return fail(err, errlen, "--cgroup: too many settings");
 		/* file keeps "FILE=VALUE"; the OS side splits at '='. */
 		cfg->cg[cfg->ncg++] = (struct jail_cgroup_setting){ .file = v, .value = eq + 1 };
+	} else if (strcmp(opt, "--exec-cache") == 0) {
+		if (!jail_valid_abs_path(v))
+			return fail(err, errlen, "invalid --exec-cache \"%s\": must be absolute, without \".\", "
+				    "\"..\" or empty components", printable(v, q, sizeof(q)));
+		cfg->exec_cache = v;
 	} else if (strcmp(opt, "--netns") == 0) {
 		if (!jail_valid_abs_path(v))
 			return fail(err, errlen, "invalid --netns \"%s\": must be an absolute path", printable(v, q, sizeof(q)));
@@ -514,7 +519,7 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 {
 	static const char *const valued[] = {
 		"--id", "--exec-file", "--uid", "--gid", "--chroot-base-dir", "--parent-cgroup", "--cgroup",
-		"--netns", "--resource-limit", "--ro", "--rw", "--keep-fd", "--env",
+		"--netns", "--resource-limit", "--ro", "--rw", "--keep-fd", "--env", "--exec-cache",
 	};
 	char q[96];
 	bool have_nofile = false, have_core = false;
@@ -572,9 +577,12 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 	if (cfg->userns && cfg->netns)
 		return fail(err, errlen, "--netns and --userns exclude each other (joining a host network namespace "
 			    "needs host privileges the user namespace does not have)");
+	if (cfg->userns && cfg->exec_cache)
+		return fail(err, errlen, "--exec-cache and --userns exclude each other (the cached copy is root's; "
+			    "without root each jail gets its own copy)");
 	if (cfg->cleanup) {
 		if (cfg->exec_file || cfg->have_uid || cfg->have_gid || cfg->nres || cfg->ncg || cfg->vmm_argc ||
-		    cfg->netns || cfg->nrl || cfg->nkeep || cfg->nenv || cfg->userns)
+		    cfg->netns || cfg->nrl || cfg->nkeep || cfg->nenv || cfg->userns || cfg->exec_cache)
 			return fail(err, errlen, "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 		return 0;
 	}

@@ -54,6 +54,7 @@ struct jail_config {
 	bool no_cgroup;
 	bool userns;                  /* new user namespace mapping uid/gid 1:1; allows running without root */
 	const char *netns;            /* join this network namespace instead of a new, empty one */
+	const char *exec_cache;       /* keep one sealed exec copy here and bind it into each jail */
 	struct jail_resource res[JAIL_MAX_RESOURCES];
 	size_t nres;
 	struct jail_cgroup_setting cg[JAIL_MAX_CGROUP];

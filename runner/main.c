@@ -1079,7 +1079,7 @@ static int spawn(void)
 {
 	static char a_mem[32], a_vcpus[16], a_cmd[512], a_root[PATH_MAX + 32], a_scr[PATH_MAX + 32];
 	static char a_vsock[PATH_MAX + 64], a_uid[16], a_memmax[64], a_pids[32], a_fsize[48];
-	static char a_kernel[PATH_MAX + 2];
+	static char a_kernel[PATH_MAX + 2], a_cache[PATH_MAX];
 	char *argv[64];
 	int n = 0, pipefd[2];
 	const char *kb, *ib;
@@ -1119,6 +1119,10 @@ static int spawn(void)
 		argv[n++] = a_uid;
 		argv[n++] = "--chroot-base-dir";
 		argv[n++] = R.jailbase;
+		/* One sealed copy of kiln-vmm for all runs, bound into each jail (made by the first). */
+		fmt(a_cache, sizeof(a_cache), "%s/cache", R.state);
+		argv[n++] = "--exec-cache";
+		argv[n++] = a_cache;
 		argv[n++] = "--parent-cgroup";
 		argv[n++] = CG_PARENT;
 		argv[n++] = "--cgroup";
@@ -2296,7 +2300,8 @@ static int cmd_gc(void)
 		}
 		closedir(d);
 	}
-	/* Scratch file systems a kiln was making when it died (.scratch-...PID.tmp, PID gone). */
+	/* Scratch file systems a kiln was making when it died (.scratch-...PID.tmp, PID gone), and
+	 * kiln-vmm copies a jailer was making (.exec.PID.tmp). */
 	fmt(p, sizeof(p), "%s/cache", state);
 	d = opendir(p);
 	if (d) {
@@ -2305,7 +2310,8 @@ static int cmd_gc(void)
 			char *dot, *end;
 			long pid;
 
-			if (strncmp(e->d_name, ".scratch-", 9) != 0 || n < 14 || strcmp(e->d_name + n - 4, ".tmp") != 0)
+			if ((strncmp(e->d_name, ".scratch-", 9) != 0 && strncmp(e->d_name, ".exec.", 6) != 0) ||
+			    n < 11 || strcmp(e->d_name + n - 4, ".tmp") != 0)
 				continue;
 			e->d_name[n - 4] = 0;
 			dot = strrchr(e->d_name, '.');
@@ -2314,7 +2320,7 @@ static int cmd_gc(void)
 				continue;
 			e->d_name[n - 4] = '.';
 			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-				printf("kiln gc: removed unfinished scratch cache file %s\n", e->d_name);
+				printf("kiln gc: removed unfinished cache file %s\n", e->d_name);
 		}
 		closedir(d);
 	}

@@ -90,6 +90,12 @@ jail() {
 	"$JAILER" --id "$ID" --exec-file "$EXE" --uid $VUID --gid $VGID --chroot-base-dir "$BASE" "${CGOPT[@]}" "$@"
 }
 
+# One jail run to its end (output in $output, exit in $status), then --cleanup of its id.
+jail_then_cleanup() {
+	run jail "$@"
+	"$JAILER" --cleanup --id "$ID" --chroot-base-dir "$BASE" "${CGOPT[@]}"
+}
+
 # Nothing of ours exists: called after each rejected run.
 assert_untouched() {
 	[ ! -e "$BASE" ] || { find "$BASE"; return 1; }
@@ -382,6 +388,78 @@ assert_untouched() {
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"Permission denied"* ]]
 	stop_jail
+}
+
+@test "jailer: --exec-cache: one sealed copy, bound in read-only, execute-only, reused, and remade when the exec file changes" {
+	command -v setpriv >/dev/null || skip "setpriv missing"
+	local C=$WORK/cache first
+	mkdir -m 0700 "$C"
+	start_jail --exec-cache "$C" -- write /jail-probe hold
+	first=$(ls "$C")
+	[ "$(echo "$first" | wc -l)" -eq 1 ] && [[ "$first" == exec-jail-probe-* ]] || { ls -la "$C"; return 1; }
+	cmp "$EXE" "$C/$first"
+	[ "$(stat -c '%a %u %h' "$C/$first")" = "511 0 1" ]
+	# The VMM's /jail-probe is that very file, on a read-only, nosuid, nodev mount of its own;
+	# the jail root holds nothing else new, and the VMM cannot write it.
+	[ "$(stat -L -c %d:%i "/proc/$VPID/root/jail-probe")" = "$(stat -c %d:%i "$C/$first")" ]
+	awk '$5 == "/jail-probe" { print $6 }' "/proc/$VPID/mountinfo" | grep -q '^ro,nosuid,nodev'
+	[ "$(cd "/proc/$VPID/root" && find . | sort | tr '\n' ' ')" = ". ./dev ./dev/kvm ./jail-probe " ]
+	grep -q '^probe: write /jail-probe: \(Read-only file system\|Permission denied\)$' "$WORK/out"
+	# Not dumpable: the file is execute-only for the VMM's uid.
+	[ "$(stat -c %u "/proc/$VPID/mem")" = 0 ]
+	run setpriv --reuid $VUID --regid $VGID --clear-groups dd if="/proc/$VPID/mem" of=/dev/null bs=1 count=1 skip=4096
+	[ "$status" -ne 0 ]
+	stop_jail
+	[ ! -e "$JAIL" ] && [ ! -e "$BASE/jail-probe" ]
+	# A second jail reuses the copy; a changed exec file gets a new one.
+	jail_then_cleanup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 0 ] && [ "$(ls "$C")" = "$first" ]
+	printf 'x' >> "$EXE"
+	jail_then_cleanup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 0 ]
+	[ "$(ls "$C" | wc -l)" -eq 2 ]
+	cmp "$EXE" "$C/$(ls -t "$C" | head -1)"
+	[ -z "$(ls -A "$C" | grep '^\.')" ] # no temporary file left
+}
+
+@test "jailer: --exec-cache replaces a cached copy that is not exactly the sealed one" {
+	local C=$WORK/cache f
+	mkdir -m 0700 "$C"
+	jail_then_cleanup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 0 ]
+	f=$C/$(ls "$C")
+	# Made readable (so the VMM would be dumpable), then truncated: each is replaced, not used.
+	chmod 0755 "$f"
+	jail_then_cleanup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 0 ]
+	[ "$(stat -c '%a %u' "$f")" = "511 0" ]
+	: > "$f"; chmod 0511 "$f"
+	jail_then_cleanup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 0 ]
+	cmp "$EXE" "$f"
+}
+
+@test "jailer: --exec-cache refuses a directory others can write, a symlink, or use with --userns; nothing touched" {
+	local C=$WORK/cache
+	mkdir -m 0777 "$C"
+	run jail --exec-cache "$C" -- exit 0
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --exec-cache $C must be owned by root and writable by no one else" ]
+	assert_untouched
+	chmod 0700 "$C" && chown $VUID "$C"
+	run jail --exec-cache "$C" -- exit 0
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --exec-cache $C must be owned by root and writable by no one else" ]
+	chown 0 "$C" && ln -s "$C" "$WORK/clink"
+	run jail --exec-cache "$WORK/clink" -- exit 0
+	[ "$status" -eq 2 ]
+	[ "$output" = "kiln-jailer: --exec-cache $WORK/clink: refusing a path that contains a symbolic link" ]
+	run "$JAILER" --id "$ID" --exec-file "$EXE" --uid $VUID --gid $VGID --chroot-base-dir "$BASE" --userns \
+		--no-cgroup --exec-cache "$C" -- exit 0
+	[ "$status" -eq 2 ]
+	[[ "$output" == "kiln-jailer: --exec-cache and --userns exclude each other"* ]]
+	[ -z "$(ls -A "$C")" ]
+	assert_untouched
 }
 
 @test "jailer: --resource-limit no-file=3 leaves the VMM unable to open more, and it ends cleanly" {

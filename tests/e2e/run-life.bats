@@ -87,20 +87,25 @@ teardown() { run_teardown; }
 	# run_teardown then checks that nothing is left: processes, cgroups, mounts, jail, disks.
 }
 
-@test "run: kiln gc removes an orphaned run cgroup and a dead kiln's unfinished scratch cache file, nothing else" {
+@test "run: kiln gc removes an orphaned run cgroup and a dead kiln's or jailer's unfinished cache files, nothing else" {
 	local cg=/sys/fs/cgroup/kiln
 	mkdir -p "$cg/k0123456789abcdef" "$cg/not-a-run" "$S/cache"
 	: > "$S/cache/.scratch-v1-1024.99999999.tmp" # no such pid: its maker is dead
 	: > "$S/cache/.scratch-v1-1024.$$.tmp"       # this shell: alive
+	: > "$S/cache/.exec.99999999.tmp"            # a jailer's kiln-vmm copy, its maker dead
+	: > "$S/cache/.exec.$$.tmp"
 	run "$KILN" gc
 	rmdir "$cg/not-a-run" || { echo "kiln gc removed a cgroup it did not make" >&2; return 1; }
 	[ "$status" -eq 0 ] || { echo "gc exit $status: $output" >&2; return 1; }
 	[[ "$output" == *"kiln gc: removed cgroup k0123456789abcdef"* ]] || { echo "output: $output" >&2; return 1; }
-	[[ "$output" == *"kiln gc: removed unfinished scratch cache file .scratch-v1-1024.99999999.tmp"* ]] || { echo "output: $output" >&2; return 1; }
+	[[ "$output" == *"kiln gc: removed unfinished cache file .scratch-v1-1024.99999999.tmp"* ]] || { echo "output: $output" >&2; return 1; }
+	[[ "$output" == *"kiln gc: removed unfinished cache file .exec.99999999.tmp"* ]] || { echo "output: $output" >&2; return 1; }
 	[ ! -e "$cg/k0123456789abcdef" ]
 	[ ! -e "$S/cache/.scratch-v1-1024.99999999.tmp" ]
+	[ ! -e "$S/cache/.exec.99999999.tmp" ]
 	[ -e "$S/cache/.scratch-v1-1024.$$.tmp" ] || { echo "removed the file of a live pid" >&2; return 1; }
-	rm "$S/cache/.scratch-v1-1024.$$.tmp"
+	[ -e "$S/cache/.exec.$$.tmp" ] || { echo "removed the file of a live pid" >&2; return 1; }
+	rm "$S/cache/.scratch-v1-1024.$$.tmp" "$S/cache/.exec.$$.tmp"
 }
 
 # A root image whose /sbin/init is a hostile agent: it accepts kiln's connection on the agent

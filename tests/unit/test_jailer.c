@@ -384,6 +384,7 @@ static void test_parse_ok(void **state)
 	assert_int_equal(cfg.keep_fds[0], 5);
 	assert_int_equal(cfg.vmm_argc, 2);
 	assert_string_equal(cfg.vmm_argv[0], "--kernel");
+	assert_null(cfg.exec_cache);
 	/* defaults added: fsize given, no-file 2048 and core 0 */
 	assert_int_equal(cfg.nrl, 3);
 	assert_int_equal(cfg.rl[1].resource, RLIMIT_NOFILE);
@@ -391,6 +392,8 @@ static void test_parse_ok(void **state)
 	assert_int_equal(cfg.rl[2].resource, RLIMIT_CORE);
 	assert_int_equal(cfg.rl[2].value, 0);
 
+	assert_int_equal(PARSE(BASIC, "--exec-cache", "/var/lib/kiln/cache"), 0);
+	assert_string_equal(cfg.exec_cache, "/var/lib/kiln/cache");
 	/* an explicit no-file replaces the default; the last one given wins */
 	assert_int_equal(PARSE(BASIC, "--resource-limit", "no-file=3", "--resource-limit", "no-file=4"), 0);
 	assert_int_equal(cfg.nrl, 2);
@@ -456,6 +459,15 @@ static void test_parse_reject(void **state)
 		      "--netns and --userns exclude each other (joining a host network namespace needs host privileges "
 		      "the user namespace does not have)");
 	expect_reject(PARSE("--cleanup", "--id", "vm1", "--userns"),
+		      "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
+	expect_reject(PARSE(BASIC, "--exec-cache", "cache"),
+		      "invalid --exec-cache \"cache\": must be absolute, without \".\", \"..\" or empty components");
+	expect_reject(PARSE(BASIC, "--exec-cache", "/var/../cache"),
+		      "invalid --exec-cache \"/var/../cache\": must be absolute, without \".\", \"..\" or empty components");
+	expect_reject(PARSE(BASIC, "--userns", "--exec-cache", "/c"),
+		      "--exec-cache and --userns exclude each other (the cached copy is root's; without root each "
+		      "jail gets its own copy)");
+	expect_reject(PARSE("--cleanup", "--id", "vm1", "--exec-cache", "/c"),
 		      "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 	expect_reject(PARSE("--id", "vm1", "--exec-file", "/x/dev", "--uid", "1", "--gid", "1"),
 		      "the exec file may not be named \"dev\"");
