@@ -323,7 +323,8 @@ struct jail_inputs {
 	struct stat kvm_st;                  /* --userns: the host's /dev/kvm, bound into the jail */
 	int netns_fd;
 	int cache_fd;                        /* --exec-cache directory, or -1 */
-	char cache_path[PATH_MAX];           /* the sealed copy the VMM process binds in */
+	char cache_name[JAIL_NAME_MAX + 160]; /* --exec-cache: the sealed copy's name in it */
+	char cache_path[PATH_MAX];           /* ... and path: what the VMM process binds in */
 	struct stat cache_st;                /* ... and what was checked of it */
 };
 
@@ -375,6 +376,15 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 			reject(errno, "--exec-cache %s", cfg->exec_cache);
 		if (st.st_uid != 0 || (st.st_mode & 022))
 			reject(0, "--exec-cache %s must be owned by root and writable by no one else", cfg->exec_cache);
+		/* Named after everything that changes when the exec file does. */
+		const struct stat *x = &in->exec_st;
+		snprintf(in->cache_name, sizeof(in->cache_name), "exec-%s-%llx-%llx-%lld-%lld.%09ld-%lld.%09ld",
+			 cfg->exec_name, (unsigned long long)x->st_dev, (unsigned long long)x->st_ino,
+			 (long long)x->st_size, (long long)x->st_mtim.tv_sec, x->st_mtim.tv_nsec,
+			 (long long)x->st_ctim.tv_sec, x->st_ctim.tv_nsec);
+		if ((size_t)snprintf(in->cache_path, sizeof(in->cache_path), "%s/%s", cfg->exec_cache,
+				     in->cache_name) >= sizeof(in->cache_path))
+			reject(0, "--exec-cache %s: path too long", cfg->exec_cache);
 	}
 
 	in->netns_fd = -1;
@@ -416,48 +426,56 @@ static void copy_exec(int rootfd, const char *name, const struct jail_inputs *in
 		jail_die(errno, "cannot write %s", dst_path);
 }
 
+/* The cached copy in->cache_name, if it is exactly a sealed copy of the exec file: its stat. */
+static bool cache_usable(struct jail_inputs *in)
+{
+	struct stat *c = &in->cache_st;
+	int fd = openat(in->cache_fd, in->cache_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = fstat(fd, c) == 0 && S_ISREG(c->st_mode) && c->st_uid == 0 && (c->st_mode & 07777) == 0511 &&
+	     c->st_nlink == 1 && c->st_size == in->exec_st.st_size;
+	close(fd);
+	return ok;
+}
+
 /*
  * --exec-cache: the sealed copy of the exec file for this jail, made once per exec file and
  * reused by every later jail, which binds it in read-only instead of copying 1-2 MB each time
- * (and the kernel then also keeps its pages cached between VMs). Named after everything that
- * changes when the file does (device, inode, size, mtime, ctime: only root can write the
- * checked exec file, and no one can set a ctime back). An entry is used only while it is a
- * root-owned regular file of mode 0511 with one link and the exec file's size; anything else is
- * replaced. A new copy is written under a temporary name and renamed into place, so concurrent
- * jailers never see half a file.
+ * (and the kernel then also keeps its pages cached between VMs). Its name (in->cache_name,
+ * from open_inputs) holds everything that changes when the exec file does: device, inode,
+ * size, mtime and ctime (only root can write the checked exec file, and no one can set a ctime
+ * back). An entry is used only while cache_usable(); a new copy is written under a temporary
+ * name and moved into place only where no usable one is (RENAME_NOREPLACE first), so
+ * concurrent jailers never see half a file, nor have the copy they checked replaced under them.
  */
 static void exec_from_cache(const struct jail_config *cfg, struct jail_inputs *in)
 {
-	const struct stat *x = &in->exec_st;
-	char name[JAIL_NAME_MAX + 160], tmp[64], tmp_path[PATH_MAX + 64];
-	int fd;
+	char tmp[64], tmp_path[PATH_MAX + 64];
 
-	snprintf(name, sizeof(name), "exec-%s-%llx-%llx-%lld-%lld.%09ld-%lld.%09ld", cfg->exec_name,
-		 (unsigned long long)x->st_dev, (unsigned long long)x->st_ino, (long long)x->st_size,
-		 (long long)x->st_mtim.tv_sec, x->st_mtim.tv_nsec, (long long)x->st_ctim.tv_sec, x->st_ctim.tv_nsec);
-	if ((size_t)snprintf(in->cache_path, sizeof(in->cache_path), "%s/%s", cfg->exec_cache, name) >=
-	    sizeof(in->cache_path))
-		reject(0, "--exec-cache %s: path too long", cfg->exec_cache);
-	fd = openat(in->cache_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd >= 0) {
-		struct stat *c = &in->cache_st;
-		bool ok = fstat(fd, c) == 0 && S_ISREG(c->st_mode) && c->st_uid == 0 &&
-			  (c->st_mode & 07777) == 0511 && c->st_nlink == 1 && c->st_size == x->st_size;
-		close(fd);
-		if (ok)
-			return;
-	}
+	if (cache_usable(in))
+		return;
 	snprintf(tmp, sizeof(tmp), ".exec.%d.tmp", (int)getpid()); /* kiln gc knows this pattern */
 	snprintf(tmp_path, sizeof(tmp_path), "%s/%s", cfg->exec_cache, tmp);
 	(void)unlinkat(in->cache_fd, tmp, 0); /* left by a jailer that died with this pid */
 	push_undo(UNDO_UNLINK, tmp_path);
 	copy_exec(in->cache_fd, tmp, in, tmp_path);
-	if (renameat(in->cache_fd, tmp, in->cache_fd, name) < 0)
-		jail_die(errno, "cannot rename %s to %s", tmp_path, in->cache_path);
-	fd = openat(in->cache_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &in->cache_st) < 0)
-		jail_die(errno, "cannot open %s", in->cache_path);
-	close(fd);
+	/* Never replace a good copy another jailer put there meanwhile: it may be checked and about
+	 * to be bound in. Only one that fails the checks is replaced. */
+	if (renameat2(in->cache_fd, tmp, in->cache_fd, in->cache_name, RENAME_NOREPLACE) < 0) {
+		if (errno != EEXIST)
+			jail_die(errno, "cannot rename %s to %s", tmp_path, in->cache_path);
+		if (cache_usable(in)) {
+			(void)unlinkat(in->cache_fd, tmp, 0);
+			return;
+		}
+		if (renameat(in->cache_fd, tmp, in->cache_fd, in->cache_name) < 0)
+			jail_die(errno, "cannot rename %s to %s", tmp_path, in->cache_path);
+	}
+	if (!cache_usable(in))
+		jail_die(0, "%s is not the sealed copy just made", in->cache_path);
 }
 
 /* Create <base>/<exec-name>/<id>/root with dev/, the exec copy (or, with --exec-cache, a mount

@@ -422,6 +422,22 @@ assert_untouched() {
 	[ -z "$(ls -A "$C" | grep '^\.')" ] # no temporary file left
 }
 
+@test "jailer: --exec-cache: jailers started together on an empty cache all run, and leave one copy" {
+	local C=$WORK/cache i st=0
+	local -a pids=()
+	mkdir -m 0700 "$C"
+	for i in 1 2 3 4; do
+		"$JAILER" --id "$ID-$i" --exec-file "$EXE" --uid $VUID --gid $VGID --chroot-base-dir "$BASE" \
+			"${CGOPT[@]}" --exec-cache "$C" -- exit 0 >"$WORK/out.$i" 2>&1 &
+		pids+=($!)
+	done
+	for i in 1 2 3 4; do wait "${pids[$((i - 1))]}" || { st=$?; cat "$WORK/out.$i"; }; done
+	for i in 1 2 3 4; do "$JAILER" --cleanup --id "$ID-$i" --chroot-base-dir "$BASE" "${CGOPT[@]}"; done
+	[ "$st" -eq 0 ]
+	[ "$(ls -A "$C" | wc -l)" -eq 1 ] || { ls -la "$C"; return 1; }
+	cmp "$EXE" "$C/$(ls "$C")"
+}
+
 @test "jailer: --exec-cache replaces a cached copy that is not exactly the sealed one" {
 	local C=$WORK/cache f
 	mkdir -m 0700 "$C"
