@@ -654,9 +654,10 @@ static int make_cgroup(const struct jail_config *cfg)
  * the caller's own namespace), without following symbolic links, and must still be the very
  * object the parent checked (want). Only its own mount is cloned, never mounts below it.
  */
-static void bind_checked(const char *path, const struct stat *want, const char *name, uint64_t attr_set)
+static void bind_checked(const char *path, const struct stat *want, const char *name, uint64_t attr_set,
+			 uint64_t attr_clr)
 {
-	struct mount_attr attr = { .attr_set = attr_set };
+	struct mount_attr attr = { .attr_set = attr_set, .attr_clr = attr_clr };
 	struct stat st;
 	int fd = open_beneath(AT_FDCWD, path, O_PATH, 0);
 	if (fd < 0 || fstat(fd, &st) < 0)
@@ -735,13 +736,15 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 		jail_die(errno, "cannot bind %s onto itself", root_path);
 	if (chdir(root_path) < 0)
 		jail_die(errno, "chdir %s", root_path);
+	/* The cached copy keeps its mount's flags but for these: read-only, nosuid, nodev, and
+	 * (as for the jail root below) not noexec even where the host mounted the cache noexec. */
 	if (in->cache_fd >= 0)
 		bind_checked(in->cache_path, &in->cache_st, cfg->exec_name,
-			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC);
 	for (size_t k = 0; k < cfg->nres; k++)
 		bind_checked(cfg->res[k].path, &in->res_st[k], cfg->res[k].name,
 			     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
-				     (cfg->res[k].mode == JAIL_RES_RO ? MOUNT_ATTR_RDONLY : 0));
+				     (cfg->res[k].mode == JAIL_RES_RO ? MOUNT_ATTR_RDONLY : 0), 0);
 	/* /dev: a tiny tmpfs holding only kvm. As root: a fresh node owned by uid:gid, 0600.
 	 * With --userns (no mknod there): the host's node bound onto an empty file. */
 	unsigned long devfl = MS_NOSUID | MS_NOEXEC | (cfg->userns ? MS_NODEV : 0);
@@ -751,7 +754,7 @@ static _Noreturn void enter_jail(const struct jail_config *cfg, const struct jai
 		int fd = open("dev/kvm", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0 || close(fd) < 0)
 			jail_die(errno, "cannot create /dev/kvm in the jail");
-		bind_checked("/dev/kvm", &in->kvm_st, "dev/kvm", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+		bind_checked("/dev/kvm", &in->kvm_st, "dev/kvm", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
 	} else if (mknod("dev/kvm", S_IFCHR | 0600, makedev(KVM_MAJOR, KVM_MINOR)) < 0 ||
 		   chown("dev/kvm", cfg->uid, cfg->gid) < 0 || chmod("dev/kvm", 0600) < 0) {
 		jail_die(errno, "cannot create /dev/kvm in the jail");

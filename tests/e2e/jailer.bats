@@ -422,6 +422,18 @@ assert_untouched() {
 	[ -z "$(ls -A "$C" | grep '^\.')" ] # no temporary file left
 }
 
+@test "jailer: --exec-cache on a noexec mount still runs the VMM (its bind is not noexec), and stays read-only" {
+	local C=$WORK/cache st=0 opts
+	mkdir -m 0700 "$C"
+	mount -t tmpfs -o noexec,nosuid,nodev,mode=0700 kiln-test-cache "$C"
+	start_jail --exec-cache "$C" -- hold || st=$?
+	opts=$(awk '$5 == "/jail-probe" { print $6 }' "/proc/$VPID/mountinfo" 2>/dev/null || true)
+	[ "$st" -ne 0 ] || stop_jail || st=$?
+	umount "$C"
+	[ "$st" -eq 0 ]
+	[[ "$opts" == ro,nosuid,nodev* ]] && [[ "$opts" != *noexec* ]] || { echo "mount options: $opts"; return 1; }
+}
+
 @test "jailer: --exec-cache: jailers started together on an empty cache all run, and leave one copy" {
 	local C=$WORK/cache i st=0
 	local -a pids=()
