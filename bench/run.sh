@@ -18,7 +18,8 @@
 #      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_BENCH_BLK_RUNS,
 #      KILN_BENCH_BLK_S (see bench/blk.sh), KILN_BENCH_VSOCK_* (bench/vsock.sh),
 #      KILN_BENCH_RUN_* (bench/runner.sh), KILN_BENCH_SKIP_{BOOT,MEM,BLK,VSOCK,RUN}=1 to leave
-#      a part out, KILN_KVMHOST_TIMEOUT.
+#      a part out, KILN_KVMHOST_TIMEOUT, KILN_BENCH_ATTEMPTS (emulated hosts to use when one
+#      freezes or dies, default 3; see the kvmhost case below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
