@@ -400,10 +400,10 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 /* ---- step 3: the jail directory ------------------------------------------- */
 
 /* Copy the validated exec file to dirfd/<name>, root-owned, mode 0511: execute-only for the VMM. */
-static void copy_exec(int rootfd, const char *name, const struct jail_inputs *in, const char *dst_path)
+static void copy_exec(int dirfd, const char *name, const struct jail_inputs *in, const char *dst_path)
 {
 	struct stat after;
-	int out = openat(rootfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0500);
+	int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0500);
 	if (out < 0)
 		jail_die(errno, "cannot create %s", dst_path);
 	off_t off = 0;
