@@ -10,6 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 /*
  * Installed just before evloop_run, after every fd (KVM, disks, eventfds, the epoll fd, the vsock
  * listening socket and timerfd) exists and the vCPU threads are created. Nothing here opens a
@@ -87,6 +91,8 @@ static const struct pol_rule rules[] = {
 	POL_ALLOW(munmap, "free; teardown unmaps guest memory and kvm_run"),
 	POL_ALLOW(brk, "malloc's main arena"),
 	POL_ALLOW_IF(madvise, "free returns memory", POL_ARG_EQ32(2, MADV_DONTNEED)),
+	POL_ALLOW_IF(madvise, "populate guest RAM ahead of the booting kernel (prefault.h): allocates, "
+			      "never changes contents", POL_ARG_EQ32(2, MADV_POPULATE_WRITE)),
 	POL_ALLOW(restart_syscall, "resume an allowed call interrupted by a stop signal"),
 	POL_ALLOW(exit_group, "the end of kiln-vmm"),
 };

@@ -82,6 +82,8 @@ int bzimage_parse(const uint8_t *f, size_t size, struct bzimage *bz, char *why, 
 			(unsigned long long)pref, (unsigned long long)init_size);
 		return -EINVAL;
 	}
+	bz->run_addr = pref;
+	bz->run_size = init_size;
 	if (kend < bz->load_addr + bz->pm_size)
 		kend = bz->load_addr + bz->pm_size;
 	bz->mem_end = kend;

@@ -32,6 +32,8 @@ struct bzimage {
 	uint64_t pm_offset;    /* offset of the protected-mode part in the file */
 	uint64_t pm_size;      /* its size */
 	uint64_t mem_end;      /* first byte above what the kernel needs while it boots */
+	uint64_t run_addr;     /* pref_address: where the kernel decompresses and runs */
+	uint64_t run_size;     /* init_size: bytes it needs there before it reads the e820 map */
 	uint32_t initrd_max;   /* highest address the initrd may occupy */
 	uint32_t cmdline_max;  /* longest command line the kernel accepts, without NUL */
 	uint16_t version;      /* boot protocol version */

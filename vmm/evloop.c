@@ -13,6 +13,8 @@ int evloop_init(struct evloop *l)
 	l->used = 0;
 	l->stop = 0;
 	l->ntimers = 0;
+	l->idle = NULL;
+	l->idle_ctx = NULL;
 	l->h = calloc(EVLOOP_MAX_HANDLERS, sizeof(*l->h));
 	if (!l->h)
 		return -ENOMEM;
@@ -159,7 +161,7 @@ int evloop_run(struct evloop *l)
 {
 	struct epoll_event evs[64];
 	while (!l->stop) {
-		int n = epoll_wait(l->ep, evs, 64, next_timeout_ms(l));
+		int n = epoll_wait(l->ep, evs, 64, l->idle ? 0 : next_timeout_ms(l));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -172,8 +174,17 @@ int evloop_run(struct evloop *l)
 		}
 		if (l->ntimers && !l->stop)
 			run_timers(l);
+		int (*step)(void *) = l->idle;
+		if (step && !l->stop && !step(l->idle_ctx) && l->idle == step)
+			l->idle = NULL;
 	}
 	return 0;
+}
+
+void evloop_set_idle(struct evloop *l, int (*step)(void *ctx), void *ctx)
+{
+	l->idle = step;
+	l->idle_ctx = ctx;
 }
 
 void evloop_stop(struct evloop *l)

@@ -35,6 +35,8 @@ struct evloop {
 	int stop;
 	struct evloop_timer *timers[EVLOOP_MAX_TIMERS];
 	unsigned int ntimers;
+	int (*idle)(void *ctx); /* background work step, NULL: none */
+	void *idle_ctx;
 };
 
 /* Create the loop. 0 or -errno. */
@@ -70,6 +72,14 @@ void evloop_timer_cancel(struct evloop_timer *t);
 
 /* Unregister t; it never fires after this. Safe inside a callback. */
 void evloop_timer_del(struct evloop *l, struct evloop_timer *t);
+
+/*
+ * Background work for the loop thread: while set, the loop does not block in epoll_wait and runs
+ * step(ctx) once per pass, after that pass's fd callbacks and timers; step does one short piece
+ * and returns nonzero while more remains (0: the loop forgets it). One at a time: a new call
+ * replaces the old; step NULL clears it.
+ */
+void evloop_set_idle(struct evloop *l, int (*step)(void *ctx), void *ctx);
 
 /* Run until evloop_stop() is called from a callback. 0, or -errno if epoll_wait fails. */
 int evloop_run(struct evloop *l) KILN_WUR;

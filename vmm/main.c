@@ -24,6 +24,7 @@
 #include "evloop.h"
 #include "exitcodes.h"
 #include "mptable.h"
+#include "prefault.h"
 #include "seccomp.h"
 #include "vm.h"
 #include "x86_64.h"
@@ -246,6 +247,7 @@ struct vmm {
 	struct vsock_host vsock;
 	struct vdev vdev[VDEV_MAX];
 	unsigned int nvdev;
+	struct prefault pf;
 	char cmdline[BOOT_CMDLINE_MAX + 1];
 };
 
@@ -535,6 +537,9 @@ int main(int argc, char **argv)
 		not_released = 1;
 	}
 	seccomp_open_gate(run);
+	/* While the guest boots, the loop populates the RAM its kernel is about to touch (prefault.h). */
+	prefault_plan(&m->pf, &m->vm.mem, &bz);
+	evloop_set_idle(&m->loop, prefault_step, &m->pf);
 	if (!run)
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	else if ((r = evloop_run(&m->loop)) < 0) {

@@ -162,6 +162,59 @@ static void test_timer_table_bound(void **state)
 	assert_int_equal(l->ntimers, 0);
 }
 
+struct idlectx {
+	struct evloop *l;
+	unsigned int steps, left;
+	uint64_t fired_at_step; /* steps done when the eventfd callback ran */
+};
+
+static int idle_step(void *ctx)
+{
+	struct idlectx *c = ctx;
+	c->steps++;
+	return --c->left != 0;
+}
+
+static void on_idle_efd(void *ctx, int fd, uint32_t ev)
+{
+	struct idlectx *c = ctx;
+	uint64_t v;
+	(void)ev;
+	assert_int_equal(read(fd, &v, sizeof(v)), sizeof(v));
+	c->fired_at_step = c->steps;
+}
+
+/*
+ * An idle step runs once per pass until it says it is done, without blocking the loop: a timer
+ * 20 ms away still fires on time after the steps end, fd events are served between steps, and
+ * a finished step is never called again.
+ */
+static void test_idle_steps_until_done(void **state)
+{
+	struct evloop *l = *state;
+	struct evloop_timer t;
+	struct tctx c = { .l = l, .t = &t, .stop_after = 1 };
+	struct idlectx ic = { .l = l, .left = 5, .fired_at_step = UINT64_MAX };
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	uint64_t one = 1, t0 = mono_ns();
+
+	assert_true(efd >= 0);
+	assert_int_equal(evloop_add(l, efd, EPOLLIN, on_idle_efd, &ic), 0);
+	assert_int_equal(write(efd, &one, sizeof(one)), sizeof(one));
+	assert_int_equal(evloop_timer_add(l, &t, on_timer, &c), 0);
+	evloop_timer_arm(&t, 20 * MS);
+	evloop_set_idle(l, idle_step, &ic);
+	assert_int_equal(evloop_run(l), 0);
+	assert_int_equal(ic.steps, 5);
+	assert_int_equal(ic.fired_at_step, 0); /* the pending event was served in the first pass */
+	assert_null(l->idle);
+	assert_int_equal(c.fired, 1);
+	assert_true(mono_ns() - t0 >= 20 * MS);
+	evloop_del(l, efd);
+	evloop_timer_del(l, &t);
+	close(efd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,6 +222,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timer_cancel_and_rearm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timer_armed_from_fd_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timer_table_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_steps_until_done, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

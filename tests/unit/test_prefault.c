@@ -1,0 +1,209 @@
+/* test_prefault.c: cmocka unit tests for the guest RAM prefault plan and its steps (vmm/prefault.c). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vmm/boot.h"
+#include "vmm/prefault.h"
+
+#define MiB (1ULL << 20)
+#define GiB (1ULL << 30)
+
+/* A gmem of mem bytes laid out as kiln-vmm does (mem_layout_for), with no host memory. */
+static void mk_gmem(struct gmem *m, uint64_t mem)
+{
+	struct mem_layout l;
+	mem_layout_for(mem, &l);
+	*m = (struct gmem){ .nr = 1, .ram_size = mem };
+	m->r[0] = (struct gmem_region){ .gpa = 0, .size = l.low_size, .host = (uint8_t *)(uintptr_t)4096 };
+	if (l.high_size) {
+		m->r[1] = (struct gmem_region){ .gpa = MEM_HOLE_END, .size = l.high_size,
+						.host = (uint8_t *)(uintptr_t)4096 };
+		m->nr = 2;
+	}
+}
+
+static void mk_bz(struct bzimage *bz, uint64_t run_addr, uint64_t run_size, uint64_t pm_size)
+{
+	*bz = (struct bzimage){ .load_addr = BOOT_HIMEM_START, .pm_size = pm_size, .run_addr = run_addr,
+				.run_size = run_size };
+}
+
+/* Every planned range is 2 MiB aligned, non-empty, inside one RAM region, and disjoint. */
+static void check_invariants(const struct prefault *pf, const struct gmem *m)
+{
+	assert_true(pf->n <= PREFAULT_MAX_RANGES);
+	for (unsigned int i = 0; i < pf->n; i++) {
+		const struct prefault_range *r = &pf->r[i];
+		int inside = 0;
+		assert_true(r->len > 0);
+		assert_int_equal(r->gpa % PREFAULT_STEP, 0);
+		assert_int_equal(r->len % PREFAULT_STEP, 0);
+		for (unsigned int k = 0; k < m->nr; k++)
+			if (r->gpa >= m->r[k].gpa && r->len <= m->r[k].size &&
+			    r->gpa - m->r[k].gpa <= m->r[k].size - r->len)
+				inside = 1;
+		assert_true(inside);
+		for (unsigned int j = 0; j < i; j++)
+			assert_true(r->gpa + r->len <= pf->r[j].gpa || pf->r[j].gpa + pf->r[j].len <= r->gpa);
+	}
+}
+
+/* Our guest kernel's numbers: run area at 16 MiB, init_size ~41 MiB, 4 MiB image, 256 MiB RAM. */
+static void test_plan_typical(void **state)
+{
+	struct gmem m;
+	struct bzimage bz;
+	struct prefault pf;
+	(void)state;
+	mk_gmem(&m, 256 * MiB);
+	mk_bz(&bz, 16 * MiB, 0x2900000, 4 * MiB + 12345);
+	prefault_plan(&pf, &m, &bz);
+	check_invariants(&pf, &m);
+	assert_int_equal(pf.n, 3);
+	/* run area end 0x3900000 rounds up to 58 MiB; its top first (the compressed copy) */
+	assert_int_equal(pf.r[0].gpa, 52 * MiB);
+	assert_int_equal(pf.r[0].len, 6 * MiB);
+	assert_int_equal(pf.r[1].gpa, 16 * MiB);
+	assert_int_equal(pf.r[1].len, 36 * MiB);
+	/* RAM/64 + 4 MiB = 8 MiB at the top */
+	assert_int_equal(pf.r[2].gpa, 248 * MiB);
+	assert_int_equal(pf.r[2].len, 8 * MiB);
+	assert_int_equal(pf.i, 0);
+	assert_int_equal(pf.populated, 0);
+}
+
+/* Above 3 GiB of RAM the top range is the top of the high region. */
+static void test_plan_high_ram(void **state)
+{
+	struct gmem m;
+	struct bzimage bz;
+	struct prefault pf;
+	(void)state;
+	mk_gmem(&m, 4 * GiB);
+	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
+	prefault_plan(&pf, &m, &bz);
+	check_invariants(&pf, &m);
+	assert_int_equal(pf.n, 3);
+	assert_int_equal(pf.r[2].gpa + pf.r[2].len, MEM_HOLE_END + 1 * GiB);
+	assert_int_equal(pf.r[2].len, 4 * GiB / 64 + 4 * MiB);
+}
+
+/* RAM smaller than the run area: everything clipped to RAM, nothing planned twice. */
+static void test_plan_small_ram(void **state)
+{
+	struct gmem m;
+	struct bzimage bz;
+	struct prefault pf;
+	(void)state;
+	mk_gmem(&m, 24 * MiB);
+	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
+	prefault_plan(&pf, &m, &bz);
+	check_invariants(&pf, &m);
+	/* the tail [44, 48) MiB is beyond RAM: only [16, 24) MiB of the run area, and no top range */
+	assert_int_equal(pf.n, 1);
+	assert_int_equal(pf.r[0].gpa, 16 * MiB);
+	assert_int_equal(pf.r[0].len, 8 * MiB);
+}
+
+/* Hostile or odd header values (the image is untrusted): no wrap, no range outside RAM. */
+static void test_plan_odd_headers(void **state)
+{
+	static const uint64_t addrs[] = { 0, 1, BOOT_HIMEM_START, 16 * MiB + 1, 255 * MiB, 3 * GiB - 1,
+					  MEM_HOLE_END, UINT64_MAX - 4096, UINT64_MAX };
+	static const uint64_t sizes[] = { 0, 1, 2 * MiB, 0xffffffffULL, UINT64_MAX };
+	static const uint64_t pms[] = { 0, 4096, 64 * MiB, UINT64_MAX };
+	static const uint64_t mems[] = { 2 * MiB, 6 * MiB, 256 * MiB, 4 * GiB };
+	struct gmem m;
+	struct bzimage bz;
+	struct prefault pf;
+	(void)state;
+	for (size_t a = 0; a < sizeof(addrs) / sizeof(addrs[0]); a++)
+		for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+			for (size_t p = 0; p < sizeof(pms) / sizeof(pms[0]); p++)
+				for (size_t k = 0; k < sizeof(mems) / sizeof(mems[0]); k++) {
+					mk_gmem(&m, mems[k]);
+					mk_bz(&bz, addrs[a], sizes[s], pms[p]);
+					prefault_plan(&pf, &m, &bz);
+					check_invariants(&pf, &m);
+				}
+}
+
+/*
+ * Steps on real memory: each populates at most one 2 MiB step, the pages become resident, what
+ * was written before is unchanged (MADV_POPULATE_WRITE never writes), and the last step says done.
+ */
+static void test_steps_populate_without_writing(void **state)
+{
+	const uint64_t size = 12 * MiB;
+	struct gmem m = { .nr = 1, .ram_size = size };
+	struct prefault pf = { .mem = &m };
+	unsigned char vec[(6 * MiB) / 4096];
+	int more, steps = 0;
+	(void)state;
+	uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	m.r[0] = (struct gmem_region){ .gpa = 0, .size = size, .host = p };
+	p[4 * MiB + 5] = 0x5a;
+	pf.r[0] = (struct prefault_range){ .gpa = 4 * MiB, .len = 5 * MiB };
+	pf.r[1] = (struct prefault_range){ .gpa = 10 * MiB, .len = 1 * MiB };
+	pf.n = 2;
+	do {
+		uint64_t before = pf.populated;
+		more = prefault_step(&pf);
+		assert_int_equal(pf.err, 0);
+		assert_true(pf.populated - before <= PREFAULT_STEP);
+		steps++;
+	} while (more && steps < 100);
+	assert_int_equal(more, 0);
+	assert_int_equal(steps, 4); /* 2 + 2 + 1 MiB, then 1 MiB */
+	assert_int_equal(pf.populated, 6 * MiB);
+	assert_int_equal(prefault_step(&pf), 0); /* done stays done */
+	assert_int_equal(p[4 * MiB + 5], 0x5a);
+	assert_int_equal(mincore(p + 4 * MiB, 5 * MiB, vec), 0);
+	for (size_t i = 0; i < (5 * MiB) / 4096; i++)
+		assert_true(vec[i] & 1);
+	assert_int_equal(mincore(p + 10 * MiB, 1 * MiB, vec), 0);
+	for (size_t i = 0; i < MiB / 4096; i++)
+		assert_true(vec[i] & 1);
+	/* outside every range: untouched */
+	assert_int_equal(mincore(p + 1 * MiB, 2 * MiB, vec), 0);
+	for (size_t i = 0; i < (2 * MiB) / 4096; i++)
+		assert_false(vec[i] & 1);
+	munmap(p, size);
+}
+
+/* A range that is not guest RAM stops the plan (EFAULT) before any madvise. */
+static void test_step_outside_ram_stops(void **state)
+{
+	struct gmem m;
+	struct prefault pf;
+	(void)state;
+	mk_gmem(&m, 64 * MiB); /* fake host pointers: a step that reached madvise would fail ENOMEM */
+	pf = (struct prefault){ .mem = &m, .n = 1 };
+	pf.r[0] = (struct prefault_range){ .gpa = 63 * MiB, .len = 2 * MiB };
+	assert_int_equal(prefault_step(&pf), 0);
+	assert_int_equal(pf.err, EFAULT);
+	assert_int_equal(pf.populated, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plan_typical),
+		cmocka_unit_test(test_plan_high_ram),
+		cmocka_unit_test(test_plan_small_ram),
+		cmocka_unit_test(test_plan_odd_headers),
+		cmocka_unit_test(test_steps_populate_without_writing),
+		cmocka_unit_test(test_step_outside_ram_stops),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
