@@ -26,7 +26,7 @@ static uint64_t align_up(uint64_t x)
 }
 
 /* Add [lo, hi) clipped to region g, when not empty. */
-static void add_range(struct prefault *pf, const struct gmem_region *g, uint64_t lo, uint64_t hi)
+static void add_range(struct prefault *pf, const struct gmem_region *g, uint64_t lo, uint64_t hi, int down)
 {
 	uint64_t gend = g->gpa + g->size; /* no wrap: regions are checked when made */
 	if (lo < g->gpa)
@@ -35,8 +35,7 @@ static void add_range(struct prefault *pf, const struct gmem_region *g, uint64_t
 		hi = gend;
 	if (lo >= hi || pf->n >= PREFAULT_MAX_RANGES)
 		return;
-	pf->r[pf->n].gpa = lo;
-	pf->r[pf->n].len = hi - lo;
+	pf->r[pf->n] = (struct prefault_range){ .gpa = lo, .len = hi - lo, .down = down };
 	pf->n++;
 }
 
@@ -46,22 +45,18 @@ void prefault_plan(struct prefault *pf, const struct gmem *m, const struct bzima
 	if (m->nr == 0)
 		return;
 	const struct gmem_region *low = &m->r[0], *top = &m->r[m->nr - 1];
-	uint64_t run_lo = ALIGN_DOWN(bz->run_addr), run_hi, tail_lo, top_len, top_lo;
+	uint64_t run_lo = ALIGN_DOWN(bz->run_addr), run_hi, top_len, top_lo;
 
-	if (!add_u64(bz->run_addr, bz->run_size, &run_hi))
+	if (!add_u64(bz->run_addr, bz->run_size, &run_hi) || !add_u64(run_hi, PREFAULT_ABOVE_RUN, &run_hi))
 		run_hi = UINT64_MAX;
 	run_hi = align_up(run_hi);
-	tail_lo = run_hi - run_lo > bz->pm_size ? ALIGN_DOWN(run_hi - bz->pm_size) : run_lo;
-	if (tail_lo < run_lo)
-		tail_lo = run_lo;
-	add_range(pf, low, tail_lo, run_hi);
-	add_range(pf, low, run_lo, tail_lo);
 
 	top_len = align_up(m->ram_size / 64 + (4ULL << 20));
 	top_lo = top->size > top_len ? ALIGN_DOWN(top->gpa + top->size - top_len) : top->gpa;
 	if (top == low && top_lo < run_hi)
-		top_lo = run_hi; /* the run area is planned already */
-	add_range(pf, top, top_lo, top->gpa + top->size);
+		top_lo = run_hi; /* the run area's range covers the rest */
+	add_range(pf, top, top_lo, top->gpa + top->size, 0);
+	add_range(pf, low, run_lo, run_hi, 1);
 }
 
 int prefault_step(void *ctx)
@@ -75,10 +70,10 @@ int prefault_step(void *ctx)
 	if (pf->i >= pf->n)
 		return 0;
 	const struct prefault_range *r = &pf->r[pf->i];
-	uint64_t len = r->len - pf->done;
-	if (len > PREFAULT_STEP)
-		len = PREFAULT_STEP;
-	void *host = gmem_ptr(pf->mem, r->gpa + pf->done, len);
+	uint64_t left = r->len - pf->done, len = left > PREFAULT_STEP ? PREFAULT_STEP : left;
+	/* down: the step ends where the previous one began (r->gpa + left) */
+	gpa_t at = r->down ? r->gpa + (left - len) : r->gpa + pf->done;
+	void *host = gmem_ptr(pf->mem, at, len);
 	if (!host) {
 		pf->err = EFAULT;
 		return 0;

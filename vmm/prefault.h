@@ -9,17 +9,19 @@
 #include "gmem.h"
 #include "util.h"
 
-#define PREFAULT_MAX_RANGES 3
+#define PREFAULT_MAX_RANGES 2
 #define PREFAULT_STEP       (2ULL << 20) /* one transparent huge page per step */
+#define PREFAULT_ABOVE_RUN  (8ULL << 20) /* bytes above the run area planned with it */
 
 struct prefault_range {
 	gpa_t gpa;
 	uint64_t len;
+	int down; /* step from the end towards gpa */
 };
 
 struct prefault {
 	const struct gmem *mem;
-	struct prefault_range r[PREFAULT_MAX_RANGES]; /* in the order the guest first touches them */
+	struct prefault_range r[PREFAULT_MAX_RANGES]; /* in the order they are populated */
 	unsigned int n;    /* ranges planned */
 	unsigned int i;    /* range in progress */
 	uint64_t done;     /* bytes of r[i] done */
@@ -28,12 +30,16 @@ struct prefault {
 };
 
 /*
- * Plan what to populate for a bzImage booting in RAM m, 2 MiB aligned, inside RAM, in this order:
- *  1. the end of the kernel's run area ([pref_address, pref_address + init_size): the
- *     decompressor first copies the compressed kernel to its top), bz->pm_size of it;
- *  2. the rest of the run area, from its start (decompression writes upwards from there);
- *  3. the top of the highest RAM region, RAM/64 + 4 MiB of it: Linux places its early
- *     allocations (memmap, page tables) top down and hands out free pages from the top first.
+ * Plan what to populate for a bzImage booting in RAM m: 2 MiB aligned (but where clipped to the
+ * end of RAM), inside RAM, in this order:
+ *  1. the top of the highest RAM region, RAM/64 + 4 MiB of it: Linux places its early memblock
+ *     allocations (memmap, page tables) top down there, and the initrd sits there;
+ *  2. the kernel's run area ([pref_address, pref_address + init_size): the decompressor copies
+ *     the compressed kernel to its top, then writes the kernel upwards from its start) and the
+ *     PREFAULT_ABOVE_RUN above it (the page allocator's first pages are the lowest free ones,
+ *     right above the kernel), from the top down: the guest's decompression runs upwards from
+ *     the bottom at about the same pace, so the two meet in the middle instead of racing for
+ *     the same pages.
  * Ranges are disjoint; one that would be empty is dropped. Never fails: n may be 0.
  */
 void prefault_plan(struct prefault *pf, const struct gmem *m, const struct bzimage *bz);

@@ -56,7 +56,7 @@ static void check_invariants(const struct prefault *pf, const struct gmem *m)
 	}
 }
 
-/* Our guest kernel's numbers: run area at 16 MiB, init_size ~41 MiB, 4 MiB image, 256 MiB RAM. */
+/* Our guest kernel's numbers (pref_address 16 MiB, init_size 0x138a000, a 4 MiB image), 256 MiB RAM. */
 static void test_plan_typical(void **state)
 {
 	struct gmem m;
@@ -64,18 +64,18 @@ static void test_plan_typical(void **state)
 	struct prefault pf;
 	(void)state;
 	mk_gmem(&m, 256 * MiB);
-	mk_bz(&bz, 16 * MiB, 0x2900000, 4 * MiB + 12345);
+	mk_bz(&bz, 16 * MiB, 0x138a000, 4174848);
 	prefault_plan(&pf, &m, &bz);
 	check_invariants(&pf, &m);
-	assert_int_equal(pf.n, 3);
-	/* run area end 0x3900000 rounds up to 58 MiB; its top first (the compressed copy) */
-	assert_int_equal(pf.r[0].gpa, 52 * MiB);
-	assert_int_equal(pf.r[0].len, 6 * MiB);
+	assert_int_equal(pf.n, 2);
+	/* RAM/64 + 4 MiB = 8 MiB at the top, first */
+	assert_int_equal(pf.r[0].gpa, 248 * MiB);
+	assert_int_equal(pf.r[0].len, 8 * MiB);
+	assert_false(pf.r[0].down);
+	/* the run area (ends at 0x238a000) + 8 MiB, rounded up to 44 MiB, from the top down */
 	assert_int_equal(pf.r[1].gpa, 16 * MiB);
-	assert_int_equal(pf.r[1].len, 36 * MiB);
-	/* RAM/64 + 4 MiB = 8 MiB at the top */
-	assert_int_equal(pf.r[2].gpa, 248 * MiB);
-	assert_int_equal(pf.r[2].len, 8 * MiB);
+	assert_int_equal(pf.r[1].len, 28 * MiB);
+	assert_true(pf.r[1].down);
 	assert_int_equal(pf.i, 0);
 	assert_int_equal(pf.populated, 0);
 }
@@ -91,12 +91,14 @@ static void test_plan_high_ram(void **state)
 	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
 	prefault_plan(&pf, &m, &bz);
 	check_invariants(&pf, &m);
-	assert_int_equal(pf.n, 3);
-	assert_int_equal(pf.r[2].gpa + pf.r[2].len, MEM_HOLE_END + 1 * GiB);
-	assert_int_equal(pf.r[2].len, 4 * GiB / 64 + 4 * MiB);
+	assert_int_equal(pf.n, 2);
+	assert_int_equal(pf.r[0].gpa + pf.r[0].len, MEM_HOLE_END + 1 * GiB);
+	assert_int_equal(pf.r[0].len, 4 * GiB / 64 + 4 * MiB);
+	assert_int_equal(pf.r[1].gpa, 16 * MiB);
+	assert_int_equal(pf.r[1].len, 40 * MiB);
 }
 
-/* RAM smaller than the run area: everything clipped to RAM, nothing planned twice. */
+/* RAM smaller than the run area: clipped to RAM, and the top range (inside it) is dropped. */
 static void test_plan_small_ram(void **state)
 {
 	struct gmem m;
@@ -107,10 +109,10 @@ static void test_plan_small_ram(void **state)
 	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
 	prefault_plan(&pf, &m, &bz);
 	check_invariants(&pf, &m);
-	/* the tail [44, 48) MiB is beyond RAM: only [16, 24) MiB of the run area, and no top range */
 	assert_int_equal(pf.n, 1);
 	assert_int_equal(pf.r[0].gpa, 16 * MiB);
 	assert_int_equal(pf.r[0].len, 8 * MiB);
+	assert_true(pf.r[0].down);
 }
 
 /* Hostile or odd header values (the image is untrusted): no wrap, no range outside RAM. */
@@ -151,8 +153,9 @@ static void test_steps_populate_without_writing(void **state)
 	uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(p != MAP_FAILED);
 	m.r[0] = (struct gmem_region){ .gpa = 0, .size = size, .host = p };
+	(void)madvise(p, size, MADV_NOHUGEPAGE); /* residency per 4 KiB page, whatever the host's THP mode */
 	p[4 * MiB + 5] = 0x5a;
-	pf.r[0] = (struct prefault_range){ .gpa = 4 * MiB, .len = 5 * MiB };
+	pf.r[0] = (struct prefault_range){ .gpa = 4 * MiB, .len = 5 * MiB, .down = 1 };
 	pf.r[1] = (struct prefault_range){ .gpa = 10 * MiB, .len = 1 * MiB };
 	pf.n = 2;
 	do {
@@ -161,9 +164,16 @@ static void test_steps_populate_without_writing(void **state)
 		assert_int_equal(pf.err, 0);
 		assert_true(pf.populated - before <= PREFAULT_STEP);
 		steps++;
+		if (steps == 1) { /* down: the first step is the top 2 MiB of [4, 9) MiB, nothing below */
+			assert_int_equal(mincore(p + 7 * MiB, 2 * MiB, vec), 0);
+			for (size_t i = 0; i < (2 * MiB) / 4096; i++)
+				assert_true(vec[i] & 1);
+			assert_int_equal(mincore(p + 6 * MiB, 4096, vec), 0);
+			assert_false(vec[0] & 1);
+		}
 	} while (more && steps < 100);
 	assert_int_equal(more, 0);
-	assert_int_equal(steps, 4); /* 2 + 2 + 1 MiB, then 1 MiB */
+	assert_int_equal(steps, 4); /* 2 + 2 + 1 MiB (top down), then 1 MiB */
 	assert_int_equal(pf.populated, 6 * MiB);
 	assert_int_equal(prefault_step(&pf), 0); /* done stays done */
 	assert_int_equal(p[4 * MiB + 5], 0x5a);
