@@ -56,17 +56,24 @@ static void check_invariants(const struct prefault *pf, const struct gmem *m)
 	}
 }
 
+/* Plan for mem bytes of RAM and a kernel with these header values, then check the invariants. */
+static void plan_for(struct prefault *pf, struct gmem *m, uint64_t mem, uint64_t run_addr, uint64_t run_size,
+		     uint64_t pm_size)
+{
+	struct bzimage bz;
+	mk_gmem(m, mem);
+	mk_bz(&bz, run_addr, run_size, pm_size);
+	prefault_plan(pf, m, &bz);
+	check_invariants(pf, m);
+}
+
 /* Our guest kernel's numbers (pref_address 16 MiB, init_size 0x138a000, a 4 MiB image), 256 MiB RAM. */
 static void test_plan_typical(void **state)
 {
 	struct gmem m;
-	struct bzimage bz;
 	struct prefault pf;
 	(void)state;
-	mk_gmem(&m, 256 * MiB);
-	mk_bz(&bz, 16 * MiB, 0x138a000, 4174848);
-	prefault_plan(&pf, &m, &bz);
-	check_invariants(&pf, &m);
+	plan_for(&pf, &m, 256 * MiB, 16 * MiB, 0x138a000, 4174848);
 	assert_int_equal(pf.n, 2);
 	/* RAM/64 + 4 MiB = 8 MiB at the top, first */
 	assert_int_equal(pf.r[0].gpa, 248 * MiB);
@@ -84,13 +91,9 @@ static void test_plan_typical(void **state)
 static void test_plan_high_ram(void **state)
 {
 	struct gmem m;
-	struct bzimage bz;
 	struct prefault pf;
 	(void)state;
-	mk_gmem(&m, 4 * GiB);
-	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
-	prefault_plan(&pf, &m, &bz);
-	check_invariants(&pf, &m);
+	plan_for(&pf, &m, 4 * GiB, 16 * MiB, 32 * MiB, 4 * MiB);
 	assert_int_equal(pf.n, 2);
 	assert_int_equal(pf.r[0].gpa + pf.r[0].len, MEM_HOLE_END + 1 * GiB);
 	assert_int_equal(pf.r[0].len, 4 * GiB / 64 + 4 * MiB);
@@ -102,13 +105,9 @@ static void test_plan_high_ram(void **state)
 static void test_plan_small_ram(void **state)
 {
 	struct gmem m;
-	struct bzimage bz;
 	struct prefault pf;
 	(void)state;
-	mk_gmem(&m, 24 * MiB);
-	mk_bz(&bz, 16 * MiB, 32 * MiB, 4 * MiB);
-	prefault_plan(&pf, &m, &bz);
-	check_invariants(&pf, &m);
+	plan_for(&pf, &m, 24 * MiB, 16 * MiB, 32 * MiB, 4 * MiB);
 	assert_int_equal(pf.n, 1);
 	assert_int_equal(pf.r[0].gpa, 16 * MiB);
 	assert_int_equal(pf.r[0].len, 8 * MiB);
@@ -124,18 +123,13 @@ static void test_plan_odd_headers(void **state)
 	static const uint64_t pms[] = { 0, 4096, 64 * MiB, UINT64_MAX };
 	static const uint64_t mems[] = { 2 * MiB, 6 * MiB, 256 * MiB, 4 * GiB };
 	struct gmem m;
-	struct bzimage bz;
 	struct prefault pf;
 	(void)state;
 	for (size_t a = 0; a < sizeof(addrs) / sizeof(addrs[0]); a++)
 		for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
 			for (size_t p = 0; p < sizeof(pms) / sizeof(pms[0]); p++)
-				for (size_t k = 0; k < sizeof(mems) / sizeof(mems[0]); k++) {
-					mk_gmem(&m, mems[k]);
-					mk_bz(&bz, addrs[a], sizes[s], pms[p]);
-					prefault_plan(&pf, &m, &bz);
-					check_invariants(&pf, &m);
-				}
+				for (size_t k = 0; k < sizeof(mems) / sizeof(mems[0]); k++)
+					plan_for(&pf, &m, mems[k], addrs[a], sizes[s], pms[p]);
 }
 
 /*
