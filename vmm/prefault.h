@@ -33,7 +33,8 @@ struct prefault {
  * Plan what to populate for a bzImage booting in RAM m: 2 MiB aligned (but where clipped to the
  * end of RAM), inside RAM, in this order:
  *  1. the top of the highest RAM region, RAM/64 + 4 MiB of it: Linux places its early memblock
- *     allocations (memmap, page tables) top down there, and the initrd sits there;
+ *     allocations (memmap, page tables) top down there (the initrd's pages, loaded there
+ *     already, are populated and cost nothing);
  *  2. the kernel's run area ([pref_address, pref_address + init_size): the decompressor copies
  *     the compressed kernel to its top, then writes the kernel upwards from its start) and the
  *     PREFAULT_ABOVE_RUN above it (the page allocator's first pages are the lowest free ones,
