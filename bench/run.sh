@@ -18,8 +18,9 @@
 #      KILN_BENCH_MEM (MiB, default 256), KILN_BENCH_BLK_MB (default 64), KILN_BENCH_BLK_RUNS,
 #      KILN_BENCH_BLK_S (see bench/blk.sh), KILN_BENCH_VSOCK_* (bench/vsock.sh),
 #      KILN_BENCH_RUN_* (bench/runner.sh), KILN_BENCH_SKIP_{BOOT,MEM,BLK,VSOCK,RUN}=1 to leave
-#      a part out, KILN_KVMHOST_TIMEOUT, KILN_BENCH_ATTEMPTS (emulated hosts to use when one
-#      freezes or dies, default 3; see the kvmhost case below).
+#      a part out, KILN_KVMHOST_TIMEOUT, KILN_KVMHOST_CPUS (default 2; see the kvmhost case),
+#      KILN_BENCH_ATTEMPTS (emulated hosts to use when one freezes or dies, default 3; see the
+#      kvmhost case below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +61,7 @@ kvmhost)
   # whole, so kiln and its peers are always measured side by side.
   attempt=1 resume=
   while :; do
-    tests/kvmhost.sh -t "${KILN_KVMHOST_TIMEOUT:-900}" -s 120 -- env $(env | grep '^KILN_BENCH_[A-Z_]*=[^[:space:]]*$') \
+    tests/kvmhost.sh -c "${KILN_KVMHOST_CPUS:-2}" -t "${KILN_KVMHOST_TIMEOUT:-900}" -s 120 -- env $(env | grep '^KILN_BENCH_[A-Z_]*=[^[:space:]]*$') \
       KILN_BENCH_HOST=direct ${resume:+KILN_BENCH_RESUME=$attempt} bench/run.sh
     rc=$?
     if { [ "$rc" = 124 ] || [ "$rc" = 125 ]; } && [ -f build/bench/state.sh ] && \
@@ -85,7 +86,7 @@ fi
 save() { printf '%s\n' "$*" >> "$STATE"; }
 boot_next=1 mem_next=1 part_blk= part_vsock=
 . "$STATE"
-where=direct; [ -z "${KILN_IN_KVMHOST:-}" ] || where="tests/kvmhost.sh (QEMU TCG, nested SVM)"
+where="direct ($(nproc) CPUs)"; [ -z "${KILN_IN_KVMHOST:-}" ] || where="tests/kvmhost.sh (QEMU TCG, nested SVM, $(nproc) CPUs)"
 # Every VMM reads its inputs (binaries, kernel, initrds, disk images) from one staged copy under
 # /tmp: inside tests/kvmhost.sh the work directory is an uncached 9p mount, where each exec and
 # each guest disk read is a round trip to the outer machine; a real host serves them from its
