@@ -376,13 +376,8 @@ static void open_inputs(const struct jail_config *cfg, struct jail_inputs *in)
 			reject(errno, "--exec-cache %s", cfg->exec_cache);
 		if (st.st_uid != 0 || (st.st_mode & 022))
 			reject(0, "--exec-cache %s must be owned by root and writable by no one else", cfg->exec_cache);
-		/* Named after everything that changes when the exec file does. */
-		const struct stat *x = &in->exec_st;
-		snprintf(in->cache_name, sizeof(in->cache_name), "exec-%s-%llx-%llx-%lld-%lld.%09ld-%lld.%09ld",
-			 cfg->exec_name, (unsigned long long)x->st_dev, (unsigned long long)x->st_ino,
-			 (long long)x->st_size, (long long)x->st_mtim.tv_sec, x->st_mtim.tv_nsec,
-			 (long long)x->st_ctim.tv_sec, x->st_ctim.tv_nsec);
-		if ((size_t)snprintf(in->cache_path, sizeof(in->cache_path), "%s/%s", cfg->exec_cache,
+		if (jail_exec_cache_name(in->cache_name, sizeof(in->cache_name), cfg->exec_name, &in->exec_st) < 0 ||
+		    (size_t)snprintf(in->cache_path, sizeof(in->cache_path), "%s/%s", cfg->exec_cache,
 				     in->cache_name) >= sizeof(in->cache_path))
 			reject(0, "--exec-cache %s: path too long", cfg->exec_cache);
 	}
@@ -439,6 +434,15 @@ static bool cache_usable(struct jail_inputs *in)
 	     c->st_nlink == 1 && c->st_size == in->exec_st.st_size;
 	close(fd);
 	return ok;
+}
+
+int jail_exec_cache_name(char *buf, size_t n, const char *exec_name, const struct stat *x)
+{
+	int r = snprintf(buf, n, "exec-%s-%llx-%llx-%lld-%lld.%09ld-%lld.%09ld", exec_name,
+			 (unsigned long long)x->st_dev, (unsigned long long)x->st_ino, (long long)x->st_size,
+			 (long long)x->st_mtim.tv_sec, x->st_mtim.tv_nsec, (long long)x->st_ctim.tv_sec,
+			 x->st_ctim.tv_nsec);
+	return r < 0 || (size_t)r >= n ? -1 : 0;
 }
 
 /*

@@ -31,4 +31,12 @@ _Noreturn void jail_run(const struct jail_config *cfg);
  */
 int jail_cleanup(const struct jail_config *cfg) KILN_WUR;
 
+/*
+ * --exec-cache: the name of the sealed copy of exec file x (exec_name: its base name) in the cache
+ * directory. It holds everything that changes when the exec file does (device, inode, size, mtime,
+ * ctime), so a copy whose name is not that of the current file is stale. Returns 0, or -1 when the
+ * name does not fit in n bytes.
+ */
+int jail_exec_cache_name(char *buf, size_t n, const char *exec_name, const struct stat *x) KILN_WUR;
+
 #endif

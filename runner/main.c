@@ -244,7 +244,8 @@ static void usage(FILE *f)
 		"output-limit, disk-full, guest-panic, vmm-seccomp, vmm-crash, agent-protocol-error,\n"
 		"setup-error, interrupted.\n"
 		"SIGINT, SIGTERM, SIGHUP or SIGQUIT to kiln tear the run down (reason interrupted).\n"
-		"kiln gc removes what runs left behind when their kiln was killed (SIGKILL); it exits 0,\n"
+		"kiln gc removes what runs left behind when their kiln was killed (SIGKILL) and, when no\n"
+		"run is alive, the cached copies of a kiln-vmm that has since been replaced; it exits 0,\n"
 		"or 121 when something could not be removed.\n"
 		"Environment: KILN_STATE_DIR (default /run/kiln, at most 64 characters), KILN_UID_BASE\n"
 		"and KILN_UID_COUNT (uids of runs, default 200000 and 1024; CIDs 3 + slot), KILN_DEBUG\n"
@@ -2213,12 +2214,47 @@ static bool is_run_id(const char *s)
 	return true;
 }
 
+/*
+ * kiln gc, with no run alive: remove the sealed copies of kiln-vmm (the jailer's --exec-cache
+ * entries) made for a kiln-vmm that has since been replaced, i.e. every exec-kiln-vmm-* in
+ * STATE/cache but the one named after the current file. A jail still using one keeps its inode;
+ * with no run alive none is, and a run starting meanwhile uses the current name. Nothing is
+ * removed when the current kiln-vmm cannot be examined.
+ */
+static void gc_stale_vmm_copies(const char *state)
+{
+	static const char prefix[] = "exec-kiln-vmm-";
+	char p[PATH_MAX], cur[NAME_MAX + 1];
+	struct stat st;
+	DIR *d;
+	struct dirent *e;
+
+	bin_dir();
+	fmt(p, sizeof(p), "%s/kiln-vmm", R.bindir);
+	if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || jail_exec_cache_name(cur, sizeof(cur), "kiln-vmm", &st) < 0)
+		return;
+	fmt(p, sizeof(p), "%s/cache", state);
+	d = opendir(p);
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, prefix, sizeof(prefix) - 1) != 0 || strcmp(e->d_name, cur) == 0 ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			printf("kiln gc: removed the copy of a replaced kiln-vmm %s\n", e->d_name);
+		else
+			kiln_warn_errno(errno, "%s/%s", p, e->d_name);
+	}
+	closedir(d);
+}
+
 static int cmd_gc(void)
 {
 	char state[PATH_MAX], p[PATH_MAX];
 	DIR *d;
 	struct dirent *e;
-	int removed = 0, rc = 0;
+	int removed = 0, rc = 0, busy = 0;
 
 	state_dir(state, sizeof(state));
 	fmt(p, sizeof(p), "%s/runs", state);
@@ -2238,6 +2274,7 @@ static int cmd_gc(void)
 		fd = open(lk, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			close(fd); /* alive */
+			busy++;
 			continue;
 		}
 		if (fd < 0) {
@@ -2245,8 +2282,10 @@ static int cmd_gc(void)
 			char dir[PATH_MAX];
 			fmt(dir, sizeof(dir), "%s/%s", p, e->d_name);
 			/* No lock file yet: a run being created; leave it unless it is old. */
-			if (stat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60)
+			if (stat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60) {
+				busy++;
 				continue;
+			}
 		}
 		if (remove_run(state, e->d_name) < 0)
 			rc = KILN_RUN_EXIT_SETUP;
@@ -2324,6 +2363,8 @@ static int cmd_gc(void)
 		}
 		closedir(d);
 	}
+	if (!busy)
+		gc_stale_vmm_copies(state);
 	(void)removed;
 	return rc;
 }

@@ -108,6 +108,40 @@ teardown() { run_teardown; }
 	rm "$S/cache/.scratch-v1-1024.$$.tmp" "$S/cache/.exec.$$.tmp"
 }
 
+@test "run: kiln gc removes the copies of a replaced kiln-vmm, only while no run is alive, and keeps the current one" {
+	local stale=exec-kiln-vmm-1-2-3-4.000000000-5.000000000 other=exec-other-1-2-3-4.000000000-5.000000000 cur
+	# The current copy: made by a run (the jailer's --exec-cache), named after build/kiln-vmm.
+	run --separate-stderr "$KILN" run -- true
+	[ "$status" -eq 0 ] || { echo "run: $status $stderr" >&2; return 1; }
+	cur=$(cd "$S/cache" && ls -d exec-kiln-vmm-*)
+	[ "$(echo "$cur" | wc -l)" = 1 ] || { echo "copies: $cur" >&2; return 1; }
+	install -m 0511 /dev/null "$S/cache/$stale"
+	install -m 0511 /dev/null "$S/cache/$other"
+	# A run alive (its lock held, here by this shell's fd 9): gc leaves every copy alone.
+	mkdir -p "$S/runs/k00000000000000aa"
+	exec 9> "$S/runs/k00000000000000aa/lock"
+	flock -n 9
+	run "$KILN" gc
+	exec 9>&-
+	[ "$status" -eq 0 ] || { echo "gc exit $status: $output" >&2; return 1; }
+	[ -e "$S/cache/$stale" ] || { echo "removed a copy while a run was alive: $output" >&2; return 1; }
+	[[ "$output" != *"removed run k00000000000000aa"* ]] || { echo "output: $output" >&2; return 1; }
+	# No run alive: the stale copy goes; the current one and other exec files' copies stay.
+	run "$KILN" gc
+	[ "$status" -eq 0 ] || { echo "gc exit $status: $output" >&2; return 1; }
+	[[ "$output" == *"kiln gc: removed run k00000000000000aa"* ]] || { echo "output: $output" >&2; return 1; }
+	[[ "$output" == *"kiln gc: removed the copy of a replaced kiln-vmm $stale"* ]] || { echo "output: $output" >&2; return 1; }
+	[[ "$output" != *"$cur"* ]] || { echo "output: $output" >&2; return 1; }
+	[ ! -e "$S/cache/$stale" ]
+	[ -f "$S/cache/$cur" ] || { echo "removed the current copy" >&2; return 1; }
+	[ -e "$S/cache/$other" ] || { echo "removed another exec file's copy" >&2; return 1; }
+	rm "$S/cache/$other"
+	# The next run still uses the current copy.
+	run --separate-stderr "$KILN" run -- true
+	[ "$status" -eq 0 ]
+	[ "$(cd "$S/cache" && ls -d exec-kiln-vmm-*)" = "$cur" ]
+}
+
 # A root image whose /sbin/init is a hostile agent: it accepts kiln's connection on the agent
 # port and sends the bytes of $T/frames (or nothing, and never closes, with "silent").
 hostile_image() {
