@@ -10,10 +10,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
 /*
  * Installed just before evloop_run, after every fd (KVM, disks, eventfds, the epoll fd, the vsock
  * listening socket and timerfd) exists and the vCPU threads are created. Nothing here opens a

@@ -14,10 +14,6 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
 #define ALIGN_DOWN(x) ((x) & ~(PREFAULT_STEP - 1))
 
 static uint64_t align_up(uint64_t x)
