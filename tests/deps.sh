@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential clang libcmocka-dev bats bats-assert bats-support qemu-system-x86
       busybox-static cpio linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils
-      e2fsprogs libseccomp-dev libcap-ng-dev libfdt-dev lz4)
+      e2fsprogs libseccomp-dev libcap-ng-dev libfdt-dev lz4 strace)
 missing=()
 for p in "${pkgs[@]}"; do
   st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)

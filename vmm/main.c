@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,6 +464,13 @@ int main(int argc, char **argv)
 	/* 2. The VM and its event loop. */
 	if (vm_create(&m->vm, mem_bytes, o->vcpus) < 0)
 		goto fail;
+	/* The prefault (prefault.h) runs on this thread while the vCPUs run: it pays only where the
+	 * host lets kiln-vmm use a CPU beyond one per vCPU; else it takes the vCPUs' CPU time for
+	 * pages they may fault in anyway (emulated host, 1 CPU: boot 2.35 s with it, 1.77 without;
+	 * 2 CPUs: 1.65 with, 1.82 without). Asked now: the loop's filter has no sched_getaffinity. */
+	cpu_set_t cpus;
+	int prefault_on = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
+			  (unsigned int)CPU_COUNT(&cpus) > o->vcpus;
 	if ((r = evloop_init(&m->loop)) < 0 ||
 	    (r = evloop_add(&m->loop, m->vm.stop_efd, EPOLLIN, on_stop, &m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
@@ -537,9 +545,12 @@ int main(int argc, char **argv)
 		not_released = 1;
 	}
 	seccomp_open_gate(run);
-	/* While the guest boots, the loop populates the RAM its kernel is about to touch (prefault.h). */
-	prefault_plan(&m->pf, &m->vm.mem, &bz);
-	evloop_set_idle(&m->loop, prefault_step, &m->pf);
+	/* While the guest boots, the loop populates the RAM its kernel is about to touch (prefault.h),
+	 * where a CPU is left for it (above). */
+	if (prefault_on) {
+		prefault_plan(&m->pf, &m->vm.mem, &bz);
+		evloop_set_idle(&m->loop, prefault_step, &m->pf);
+	}
 	if (!run)
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	else if ((r = evloop_run(&m->loop)) < 0) {

@@ -5,9 +5,10 @@
  * allocates and zeroes a huge page, on the vCPU's critical path. A kernel booting to /init
  * touches about 40 MiB in places the boot protocol and Linux's allocator make predictable (its
  * run area, the top of RAM). The event loop is idle while the guest boots, so it populates those
- * places first, on another host CPU, and the vCPU finds them mapped. Measured in the emulated
- * host, where zeroing a huge page takes 7-12 ms: nested page faults over 2 ms on the vCPU
- * thread went from 16-17 per boot to 3-11.
+ * places first, on another host CPU (only where there is one to spare: main.c asks the CPU
+ * affinity), and the vCPU finds them mapped. Measured in the emulated host, where zeroing a
+ * huge page takes 5-12 ms: nested page faults over 2 ms on the vCPU thread went from 16-17 per
+ * boot to 3-11.
  */
 #include "prefault.h"
 

@@ -50,6 +50,36 @@ need_kvm() {
   assert_output --partial "KILN-BOOT-OK cpus=1 "
 }
 
+# ---- prefault (README: --mem) -----------------------------------------------------------
+# The main thread populates guest RAM while the guest boots only where the host lets kiln-vmm
+# use a CPU beyond one per vCPU. strace sees the madvise calls.
+
+@test "boot: with no host CPU beyond its vCPUs, kiln-vmm does not prefault guest RAM" {
+  need_kvm
+  command -v strace >/dev/null && command -v taskset >/dev/null || skip "needs strace and taskset"
+  VMM_WRAP="taskset -c 0 strace -f -qq -e trace=madvise -o $BATS_TEST_TMPDIR/st" \
+    run -0 --separate-stderr guest boot
+  assert_output --partial "KILN-BOOT-OK cpus=1 "
+  grep -q 'MADV_HUGEPAGE) = 0' "$BATS_TEST_TMPDIR/st" || fail "strace saw no madvise: $(cat "$BATS_TEST_TMPDIR/st")"
+  ! grep -q MADV_POPULATE_WRITE "$BATS_TEST_TMPDIR/st" || fail "prefaulted with one CPU for one vCPU"
+  # Two vCPUs on two CPUs: none spare either.
+  [ "$(nproc)" -ge 2 ] || return 0
+  VMM_WRAP="taskset -c 0,1 strace -f -qq -e trace=madvise -o $BATS_TEST_TMPDIR/st2" \
+    run -0 --separate-stderr guest boot -- --vcpus 2
+  assert_output --partial "KILN-BOOT-OK cpus=2 "
+  ! grep -q MADV_POPULATE_WRITE "$BATS_TEST_TMPDIR/st2" || fail "prefaulted with two CPUs for two vCPUs"
+}
+
+@test "boot: with a host CPU to spare, kiln-vmm prefaults guest RAM while the guest boots" {
+  need_kvm
+  command -v strace >/dev/null && command -v taskset >/dev/null || skip "needs strace and taskset"
+  [ "$(nproc)" -ge 2 ] || skip "one CPU here (tests/run-e2e.sh gives the emulated host 1 unless KILN_KVMHOST_CPUS=2)"
+  VMM_WRAP="taskset -c 0,1 strace -f -qq -e trace=madvise -o $BATS_TEST_TMPDIR/st" \
+    run -0 --separate-stderr guest boot
+  assert_output --partial "KILN-BOOT-OK cpus=1 "
+  grep -q 'MADV_POPULATE_WRITE) = 0' "$BATS_TEST_TMPDIR/st" || fail "no prefault: $(cat "$BATS_TEST_TMPDIR/st")"
+}
+
 # ---- how the guest ends ----------------------------------------------------------------
 
 @test "boot: guest status 7 on the exit port gives exit 5" {

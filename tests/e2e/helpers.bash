@@ -13,7 +13,8 @@ CMDLINE="console=ttyS0 quiet reboot=k panic=-1"
 
 # vmm ARGS...: run kiln-vmm with ARGS under `timeout $VMM_TIMEOUT` (exit 124 on a hang),
 # stdin from $VMM_STDIN (default /dev/null). Records its pid for teardown's leak check.
-# With VMM_HWM=FILE, also writes its peak RSS (VmHWM, kB) to FILE.
+# With VMM_HWM=FILE, also writes its peak RSS (VmHWM, kB) to FILE. With VMM_WRAP="CMD ARGS",
+# runs kiln-vmm under that command (e.g. taskset, strace; split on spaces).
 vmm() {
   local pidf=$BATS_TEST_TMPDIR/pid.$RANDOM poller= rc
   : > "$pidf"
@@ -27,7 +28,8 @@ vmm() {
       done ) &
     poller=$!
   fi
-  timeout -k 5 "$VMM_TIMEOUT" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$KILN_VMM" "$@" \
+  # shellcheck disable=SC2086 # VMM_WRAP is a command line
+  timeout -k 5 "$VMM_TIMEOUT" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" ${VMM_WRAP:-} "$KILN_VMM" "$@" \
     < "${VMM_STDIN:-/dev/null}"
   rc=$?
   cat "$pidf" >> "$BATS_TEST_TMPDIR/pids"
