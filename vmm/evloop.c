@@ -146,10 +146,13 @@ static int next_timeout_ms(const struct evloop *l)
  */
 static void run_timers(struct evloop *l)
 {
-	uint64_t now = now_ns();
+	uint64_t now = 0; /* read once, and only when a timer is armed: where the vDSO cannot read
+			   * the clock source (the emulated host), every read is a syscall */
 
 	for (unsigned int i = 0; i < l->ntimers && !l->stop; i++) {
 		struct evloop_timer *t = l->timers[i];
+		if (t->due_ns && !now)
+			now = now_ns();
 		if (t->due_ns && t->due_ns <= now) {
 			t->due_ns = 0;
 			t->cb(t->ctx);
