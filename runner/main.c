@@ -2219,34 +2219,39 @@ static bool is_run_id(const char *s)
  * entries) made for a kiln-vmm that has since been replaced, i.e. every exec-kiln-vmm-* in
  * STATE/cache but the one named after the current file. A jail still using one keeps its inode;
  * with no run alive none is, and a run starting meanwhile uses the current name. Nothing is
- * removed when the current kiln-vmm cannot be examined.
+ * removed when the current kiln-vmm cannot be examined. Returns -1 when a copy could not be
+ * removed (kiln gc then exits 121, as for its other removals), else 0.
  */
-static void gc_stale_vmm_copies(const char *state)
+static int gc_stale_vmm_copies(const char *state)
 {
 	static const char prefix[] = "exec-kiln-vmm-";
 	char p[PATH_MAX], cur[NAME_MAX + 1];
 	struct stat st;
 	DIR *d;
 	struct dirent *e;
+	int r = 0;
 
 	bin_dir();
 	fmt(p, sizeof(p), "%s/kiln-vmm", R.bindir);
 	if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || jail_exec_cache_name(cur, sizeof(cur), "kiln-vmm", &st) < 0)
-		return;
+		return 0;
 	fmt(p, sizeof(p), "%s/cache", state);
 	d = opendir(p);
 	if (!d)
-		return;
+		return 0;
 	while ((e = readdir(d)) != NULL) {
 		if (strncmp(e->d_name, prefix, sizeof(prefix) - 1) != 0 || strcmp(e->d_name, cur) == 0 ||
 		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
 			printf("kiln gc: removed the copy of a replaced kiln-vmm %s\n", e->d_name);
-		else
+		} else {
 			kiln_warn_errno(errno, "%s/%s", p, e->d_name);
+			r = -1;
+		}
 	}
 	closedir(d);
+	return r;
 }
 
 static int cmd_gc(void)
@@ -2363,8 +2368,8 @@ static int cmd_gc(void)
 		}
 		closedir(d);
 	}
-	if (!busy)
-		gc_stale_vmm_copies(state);
+	if (!busy && gc_stale_vmm_copies(state) < 0)
+		rc = KILN_RUN_EXIT_SETUP;
 	(void)removed;
 	return rc;
 }

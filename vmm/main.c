@@ -466,8 +466,8 @@ int main(int argc, char **argv)
 		goto fail;
 	/* The prefault (prefault.h) runs on this thread while the vCPUs run: it pays only where the
 	 * host lets kiln-vmm use a CPU beyond one per vCPU; else it takes the vCPUs' CPU time for
-	 * pages they may fault in anyway (emulated host, 1 CPU: boot 2.35 s with it, 1.77 without;
-	 * 2 CPUs: 1.65 with, 1.82 without). Asked now: the loop's filter has no sched_getaffinity. */
+	 * pages they may fault in anyway (figures: README, --mem). Asked now: the loop's filter has
+	 * no sched_getaffinity. */
 	cpu_set_t cpus;
 	int prefault_on = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
 			  (unsigned int)CPU_COUNT(&cpus) > o->vcpus;

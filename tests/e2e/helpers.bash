@@ -14,7 +14,8 @@ CMDLINE="console=ttyS0 quiet reboot=k panic=-1"
 # vmm ARGS...: run kiln-vmm with ARGS under `timeout $VMM_TIMEOUT` (exit 124 on a hang),
 # stdin from $VMM_STDIN (default /dev/null). Records its pid for teardown's leak check.
 # With VMM_HWM=FILE, also writes its peak RSS (VmHWM, kB) to FILE. With VMM_WRAP="CMD ARGS",
-# runs kiln-vmm under that command (e.g. taskset, strace; split on spaces).
+# runs kiln-vmm under that command (e.g. taskset, strace; split on spaces); the pid recorded
+# for the leak check is then the wrapper's, so keep wrapped runs to ones that end by themselves.
 vmm() {
   local pidf=$BATS_TEST_TMPDIR/pid.$RANDOM poller= rc
   : > "$pidf"
