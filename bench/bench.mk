@@ -7,9 +7,15 @@
 # appended as a second (concatenated) cpio archive, for bench/blk.sh.
 
 BG_DIR := $(B)/bench-guest
+# kiln-bench-settle: host-side helper run between timed samples in the emulated host (bench/settle.c)
+BH_SETTLE := $(B)/bench-host/kiln-bench-settle
 
-bench: all guest-kernel initramfs testroot guest-image $(BG_DIR)/initramfs.cpio.gz
+bench: all guest-kernel initramfs testroot guest-image $(BG_DIR)/initramfs.cpio.gz $(BH_SETTLE)
 	@bench/run.sh
+
+$(BH_SETTLE): bench/settle.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(HARDEN) $(CFLAGS) -static-pie -o $@ $<
 
 $(BG_DIR)/kiln-blkbench: bench/guest-blkbench.c
 	@mkdir -p $(dir $@)

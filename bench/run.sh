@@ -20,7 +20,7 @@
 #      KILN_BENCH_RUN_* (bench/runner.sh), KILN_BENCH_SKIP_{BOOT,MEM,BLK,VSOCK,RUN}=1 to leave
 #      a part out, KILN_KVMHOST_TIMEOUT, KILN_KVMHOST_CPUS (default 2; see the kvmhost case),
 #      KILN_BENCH_ATTEMPTS (emulated hosts to use when one freezes or dies, default 3; see the
-#      kvmhost case below).
+#      kvmhost case below), KILN_BENCH_SETTLE_MIB (see settle below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,8 @@ HOLD_S=${KILN_BENCH_HOLD_S:-5}
 MEM=${KILN_BENCH_MEM:-256}
 BLK_MB=${KILN_BENCH_BLK_MB:-64}
 RUN_TMO=120                       # one guest run, seconds
+# MiB for kiln-bench-settle between timed samples: see settle() below
+SETTLE_MIB=${KILN_BENCH_SETTLE_MIB:-$([ -n "${KILN_IN_KVMHOST:-}" ] && echo $((2 * MEM)) || echo 0)}
 VMM=build/kiln-vmm
 KERNEL=build/guest/bzImage
 INITRD=build/guest/initramfs.cpio.gz
@@ -39,6 +41,7 @@ CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
 OUT=build/bench
 RES=$OUT/results.txt
 
+case $SETTLE_MIB in ''|*[!0-9]*) echo "bench: KILN_BENCH_SETTLE_MIB must be a number of MiB" >&2; exit 2;; esac
 for f in "$VMM" "$KERNEL" "$INITRD"; do
   [ -f "$f" ] || { echo "bench: $f missing (run: make all guest-kernel initramfs)" >&2; exit 2; }
 done
@@ -93,17 +96,35 @@ where="direct ($(nproc) CPUs)"; [ -z "${KILN_IN_KVMHOST:-}" ] || where="tests/kv
 # page cache. kiln-vmm, kiln run and QEMU all use the same copies.
 STAGE=$(mktemp -d /tmp/kiln-bench.XXXXXX) || exit 2
 trap 'rm -rf "$STAGE"' EXIT
-mkdir -p "$STAGE/guest" "$STAGE/bench-guest"
-for f in kiln kiln-jailer kiln-vmm guest/bzImage guest/initramfs.cpio.gz guest/rootfs.ext4 \
+mkdir -p "$STAGE/guest" "$STAGE/bench-guest" "$STAGE/bench-host"
+for f in kiln kiln-jailer kiln-vmm bench-host/kiln-bench-settle guest/bzImage guest/initramfs.cpio.gz guest/rootfs.ext4 \
   guest/testroot.ext4 bench-guest/initramfs.cpio.gz; do
   [ ! -f "build/$f" ] || cp "build/$f" "$STAGE/$f" || exit 2
 done
 VMM=$STAGE/kiln-vmm KERNEL=$STAGE/guest/bzImage INITRD=$STAGE/guest/initramfs.cpio.gz
 [ -n "${KILN_BENCH_RESUME:-}" ] || { echo "# kiln bench $(date -u +%FT%TZ) host=$where mem=${MEM}MiB vcpus=1 runs=$RUNS"
   echo "# inputs staged in $STAGE (copies of build/): kernel=$KERNEL initrd=$INITRD cmdline=\"$CMDLINE\""
-  echo "# qemu=$(qemu-system-x86_64 --version | head -1)"; } > "$RES"
+  echo "# qemu=$(qemu-system-x86_64 --version | head -1)"
+  echo "# settle: ${SETTLE_MIB} MiB taken and freed by kiln-bench-settle before every timed boot (0 = none; see bench/run.sh)"; } > "$RES"
 raw() { echo "$*" >> "$RES"; }
 log() { echo "bench: $*"; }
+
+# settle: run before every timed boot (boot part, and the kiln run part's latency samples), not
+# timed. In the emulated host (QEMU TCG) a page that held translated code costs its next owner
+# the invalidation of those translations when it is zeroed for it: the pages of the guest just
+# torn down hold tens of thousands of them, and the next VMM to fault in memory paid for them,
+# 0.3-0.8 s a boot (bench/settle.c). kiln-bench-settle takes and frees KILN_BENCH_SETTLE_MIB of
+# memory (default twice the guest memory in the emulated host, 0 = off, the default elsewhere)
+# so that each sample pays only for itself. It never picks a side: it runs before every sample
+# of every VMM, and results.txt says whether it ran.
+settle() {
+  [ "$SETTLE_MIB" -gt 0 ] || return 0
+  "$STAGE/bench-host/kiln-bench-settle" "$SETTLE_MIB" || { echo "bench: kiln-bench-settle failed" >&2; exit 2; }
+}
+if [ "$SETTLE_MIB" -gt 0 ]; then
+  [ -x "$STAGE/bench-host/kiln-bench-settle" ] || { echo "bench: build/bench-host/kiln-bench-settle missing (run: make bench)" >&2; exit 2; }
+  settle
+fi
 
 # ---- launchers: kiln NAME KERNEL-ARGS [VMM-ARGS...] / qemu NAME KERNEL-ARGS [QEMU-ARGS...]
 # Run in the foreground with stdin from /dev/null, all output to $OUT/NAME.out. With BG=1 they
@@ -145,6 +166,7 @@ met() { [ -n "$1" ] && awk -v x="$1" -v g="$2" -v d="$3" 'BEGIN {
 # time_boot VMM NAME: one timed run; prints seconds if it counts, else nothing
 time_boot() {
   local t0 t1 rc
+  settle
   t0=$(now); "$1" "$2" "kiln.test=boot"; rc=$?; t1=$(now)
   if ok_rc "$1" "$rc" && grep -q KILN-BOOT-OK "$OUT/$2.out"; then
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'

@@ -38,6 +38,7 @@ runner_bench() {
     case $((i % 3)) in 1) o="run bare qemu";; 2) o="bare qemu run";; *) o="qemu run bare";; esac
     round="rn_next=$((i + 1))"
     for v in $o; do
+      settle
       t0=$(now)
       case $v in
       run)
