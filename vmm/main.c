@@ -249,6 +249,7 @@ struct vmm {
 	struct vdev vdev[VDEV_MAX];
 	unsigned int nvdev;
 	struct prefault pf;
+	struct prefault_early pf_early;
 	char cmdline[BOOT_CMDLINE_MAX + 1];
 };
 
@@ -374,6 +375,7 @@ static void vmm_teardown(struct vmm *m, size_t devs_done)
 {
 	while (devs_done > 0)
 		devtab[--devs_done].teardown(m);
+	prefault_early_stop(&m->pf_early); /* before guest RAM goes */
 	for (unsigned int i = 0; i < m->nvdev; i++)
 		vdev_release(&m->vdev[i]);
 	if (m->loop.h)
@@ -471,6 +473,13 @@ int main(int argc, char **argv)
 	cpu_set_t cpus;
 	int prefault_on = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
 			  (unsigned int)CPU_COUNT(&cpus) > o->vcpus;
+	if (prefault_on) {
+		/* While the set-up below runs (loading the images, the vCPUs, the filters: tens of
+		 * ms), a thread populates the RAM the kernel touches first; the loop goes on after. */
+		prefault_plan(&m->pf, &m->vm.mem, &bz);
+		if ((r = prefault_early_start(&m->pf_early, &m->pf)) < 0)
+			kiln_warn_errno(-r, "prefault thread"); /* the loop does it all */
+	}
 	if ((r = evloop_init(&m->loop)) < 0 ||
 	    (r = evloop_add(&m->loop, m->vm.stop_efd, EPOLLIN, on_stop, &m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
@@ -535,6 +544,7 @@ int main(int argc, char **argv)
 	/* 5. Every thread filtered before the guest's first instruction (seccomp.h: the start
 	 * sequence), then run until the guest or an error stops the VM. The vCPU threads exist now,
 	 * so the main thread's filter needs no clone; they wait at the gate even when vm_start failed. */
+	prefault_early_stop(&m->pf_early); /* no thread without a filter past this point */
 	r = vm_start(&m->vm);
 	loop_fds(m, &fds);
 	dl_iterate_phdr(drop_ro_segment, NULL);
@@ -547,10 +557,8 @@ int main(int argc, char **argv)
 	seccomp_open_gate(run);
 	/* While the guest boots, the loop populates the RAM its kernel is about to touch (prefault.h),
 	 * where a CPU is left for it (above). */
-	if (prefault_on) {
-		prefault_plan(&m->pf, &m->vm.mem, &bz);
+	if (prefault_on && m->pf.err == 0)
 		evloop_set_idle(&m->loop, prefault_step, &m->pf);
-	}
 	if (!run)
 		vm_request_stop(&m->vm, VM_STOP_ERROR, 0);
 	else if ((r = evloop_run(&m->loop)) < 0) {

@@ -43,18 +43,22 @@ void prefault_plan(struct prefault *pf, const struct gmem *m, const struct bzima
 	if (m->nr == 0)
 		return;
 	const struct gmem_region *low = &m->r[0], *top = &m->r[m->nr - 1];
-	uint64_t run_lo = ALIGN_DOWN(bz->run_addr), run_hi, top_len, top_lo;
+	uint64_t run_lo = ALIGN_DOWN(bz->run_addr), run_end, run_hi, top_len, top_lo;
 
-	if (!add_u64(bz->run_addr, bz->run_size, &run_hi) || !add_u64(run_hi, PREFAULT_ABOVE_RUN, &run_hi))
+	if (!add_u64(bz->run_addr, bz->run_size, &run_end))
+		run_end = UINT64_MAX;
+	run_end = align_up(run_end);
+	if (!add_u64(run_end, PREFAULT_ABOVE_RUN, &run_hi))
 		run_hi = UINT64_MAX;
 	run_hi = align_up(run_hi);
 
 	top_len = align_up(m->ram_size / 64 + (4ULL << 20));
 	top_lo = top->size > top_len ? ALIGN_DOWN(top->gpa + top->size - top_len) : top->gpa;
 	if (top == low && top_lo < run_hi)
-		top_lo = run_hi; /* the run area's range covers the rest */
+		top_lo = run_hi; /* the run area's ranges cover the rest */
+	add_range(pf, low, run_lo, run_end, 1);
 	add_range(pf, top, top_lo, top->gpa + top->size, 0);
-	add_range(pf, low, run_lo, run_hi, 1);
+	add_range(pf, low, run_end, run_hi, 0);
 }
 
 int prefault_step(void *ctx)
@@ -85,4 +89,41 @@ int prefault_step(void *ctx)
 	pf->done += len;
 	pf->populated += len;
 	return pf->i + 1 < pf->n || pf->done < r->len;
+}
+
+static void *early_main(void *arg)
+{
+	struct prefault_early *e = arg;
+	while (!atomic_load_explicit(&e->stop, memory_order_relaxed) && prefault_step(e->pf))
+		;
+	return NULL;
+}
+
+int prefault_early_start(struct prefault_early *e, struct prefault *pf)
+{
+	pthread_attr_t attr;
+	int r;
+
+	e->pf = pf;
+	e->started = 0;
+	atomic_store(&e->stop, 0);
+	if ((r = pthread_attr_init(&attr)) != 0)
+		return -r;
+	r = pthread_attr_setstacksize(&attr, 64 * 1024);
+	if (r == 0)
+		r = pthread_create(&e->thread, &attr, early_main, e);
+	pthread_attr_destroy(&attr);
+	if (r != 0)
+		return -r;
+	e->started = 1;
+	return 0;
+}
+
+void prefault_early_stop(struct prefault_early *e)
+{
+	if (!e->started)
+		return;
+	atomic_store(&e->stop, 1);
+	pthread_join(e->thread, NULL);
+	e->started = 0;
 }

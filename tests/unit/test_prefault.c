@@ -74,15 +74,19 @@ static void test_plan_typical(void **state)
 	struct prefault pf;
 	(void)state;
 	plan_for(&pf, &m, 256 * MiB, 16 * MiB, 0x138a000, 4174848);
-	assert_int_equal(pf.n, 2);
-	/* RAM/64 + 4 MiB = 8 MiB at the top, first */
-	assert_int_equal(pf.r[0].gpa, 248 * MiB);
-	assert_int_equal(pf.r[0].len, 8 * MiB);
-	assert_false(pf.r[0].down);
-	/* the run area (ends at 0x238a000) + 8 MiB, rounded up to 44 MiB, from the top down */
-	assert_int_equal(pf.r[1].gpa, 16 * MiB);
-	assert_int_equal(pf.r[1].len, 28 * MiB);
-	assert_true(pf.r[1].down);
+	assert_int_equal(pf.n, 3);
+	/* the run area (ends at 0x238a000, rounded up to 36 MiB), first, from the top down */
+	assert_int_equal(pf.r[0].gpa, 16 * MiB);
+	assert_int_equal(pf.r[0].len, 20 * MiB);
+	assert_true(pf.r[0].down);
+	/* RAM/64 + 4 MiB = 8 MiB at the top */
+	assert_int_equal(pf.r[1].gpa, 248 * MiB);
+	assert_int_equal(pf.r[1].len, 8 * MiB);
+	assert_false(pf.r[1].down);
+	/* the 8 MiB above the run area, upwards */
+	assert_int_equal(pf.r[2].gpa, 36 * MiB);
+	assert_int_equal(pf.r[2].len, 8 * MiB);
+	assert_false(pf.r[2].down);
 	assert_int_equal(pf.i, 0);
 	assert_int_equal(pf.populated, 0);
 }
@@ -94,11 +98,13 @@ static void test_plan_high_ram(void **state)
 	struct prefault pf;
 	(void)state;
 	plan_for(&pf, &m, 4 * GiB, 16 * MiB, 32 * MiB, 4 * MiB);
-	assert_int_equal(pf.n, 2);
-	assert_int_equal(pf.r[0].gpa + pf.r[0].len, MEM_HOLE_END + 1 * GiB);
-	assert_int_equal(pf.r[0].len, 4 * GiB / 64 + 4 * MiB);
-	assert_int_equal(pf.r[1].gpa, 16 * MiB);
-	assert_int_equal(pf.r[1].len, 40 * MiB);
+	assert_int_equal(pf.n, 3);
+	assert_int_equal(pf.r[0].gpa, 16 * MiB);
+	assert_int_equal(pf.r[0].len, 32 * MiB);
+	assert_int_equal(pf.r[1].gpa + pf.r[1].len, MEM_HOLE_END + 1 * GiB);
+	assert_int_equal(pf.r[1].len, 4 * GiB / 64 + 4 * MiB);
+	assert_int_equal(pf.r[2].gpa, 48 * MiB);
+	assert_int_equal(pf.r[2].len, 8 * MiB);
 }
 
 /* RAM smaller than the run area: clipped to RAM, and the top range (inside it) is dropped. */
@@ -198,6 +204,51 @@ static void test_step_outside_ram_stops(void **state)
 	assert_int_equal(pf.populated, 0);
 }
 
+/*
+ * The early thread hands the plan back wherever it is stopped: stopped at once or after it may
+ * have finished, the loop's steps then complete the plan, every planned byte is populated
+ * exactly once (populated adds up), nothing written before changes, and a second stop, or a stop
+ * of one never started, does nothing.
+ */
+static void test_early_thread_hands_over(void **state)
+{
+	const uint64_t size = 12 * MiB;
+	struct gmem m = { .nr = 1, .ram_size = size };
+	unsigned char vec[(5 * MiB) / 4096];
+	struct prefault_early idle = { 0 };
+	(void)state;
+	prefault_early_stop(&idle);
+	for (int wait_ms = 0; wait_ms <= 300; wait_ms += 300) {
+		struct prefault pf = { .mem = &m };
+		struct prefault_early e;
+		int steps = 0;
+		uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(p != MAP_FAILED);
+		m.r[0] = (struct gmem_region){ .gpa = 0, .size = size, .host = p };
+		(void)madvise(p, size, MADV_NOHUGEPAGE);
+		p[8 * MiB + 7] = 0x3c;
+		pf.r[0] = (struct prefault_range){ .gpa = 4 * MiB, .len = 5 * MiB, .down = 1 };
+		pf.r[1] = (struct prefault_range){ .gpa = 10 * MiB, .len = 1 * MiB };
+		pf.n = 2;
+		assert_int_equal(prefault_early_start(&e, &pf), 0);
+		if (wait_ms)
+			usleep((useconds_t)wait_ms * 1000);
+		prefault_early_stop(&e);
+		prefault_early_stop(&e);
+		assert_int_equal(pf.err, 0);
+		assert_true(pf.populated <= 6 * MiB);
+		while (prefault_step(&pf) && steps < 100)
+			steps++;
+		assert_int_equal(pf.err, 0);
+		assert_int_equal(pf.populated, 6 * MiB);
+		assert_int_equal(p[8 * MiB + 7], 0x3c);
+		assert_int_equal(mincore(p + 4 * MiB, 5 * MiB, vec), 0);
+		for (size_t i = 0; i < (5 * MiB) / 4096; i++)
+			assert_true(vec[i] & 1);
+		munmap(p, size);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -207,6 +258,7 @@ int main(void)
 		cmocka_unit_test(test_plan_odd_headers),
 		cmocka_unit_test(test_steps_populate_without_writing),
 		cmocka_unit_test(test_step_outside_ram_stops),
+		cmocka_unit_test(test_early_thread_hands_over),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
