@@ -473,13 +473,6 @@ int main(int argc, char **argv)
 	cpu_set_t cpus;
 	int prefault_on = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
 			  (unsigned int)CPU_COUNT(&cpus) > o->vcpus;
-	if (prefault_on) {
-		/* While the set-up below runs (loading the images, the vCPUs, the filters: tens of
-		 * ms), a thread populates the RAM the kernel touches first; the loop goes on after. */
-		prefault_plan(&m->pf, &m->vm.mem, &bz);
-		if ((r = prefault_early_start(&m->pf_early, &m->pf)) < 0)
-			kiln_warn_errno(-r, "prefault thread"); /* the loop does it all */
-	}
 	if ((r = evloop_init(&m->loop)) < 0 ||
 	    (r = evloop_add(&m->loop, m->vm.stop_efd, EPOLLIN, on_stop, &m->loop)) < 0) {
 		kiln_warn_errno(-r, "event loop");
@@ -504,7 +497,16 @@ int main(int argc, char **argv)
 		return KILN_EXIT_USAGE;
 	}
 
-	/* 4. Boot state in guest memory, then the vCPUs. */
+	/* 4. The vCPUs, then the boot state in guest memory. While the images load (tens of ms), a
+	 * thread populates the RAM the kernel touches first; the loop goes on after. It starts after
+	 * the vCPUs are made: their mmap, like any other, would wait for its current step. */
+	if (vm_create_vcpus(&m->vm, bz.entry) < 0)
+		goto fail;
+	if (prefault_on) {
+		prefault_plan(&m->pf, &m->vm.mem, &bz);
+		if ((r = prefault_early_start(&m->pf_early, &m->pf)) < 0)
+			kiln_warn_errno(-r, "prefault thread"); /* the loop does it all */
+	}
 	r = boot_write(&m->vm.mem, &layout, &bz, NULL, m->cmdline, initrd_addr, isize);
 	if (r == 0) {
 		uint8_t *dst = gmem_ptr(&m->vm.mem, bz.load_addr, bz.pm_size);
@@ -538,8 +540,6 @@ int main(int argc, char **argv)
 		kiln_warn_errno(-r, "cannot write the boot state into guest memory");
 		goto fail;
 	}
-	if (vm_create_vcpus(&m->vm, bz.entry) < 0)
-		goto fail;
 
 	/* 5. Every thread filtered before the guest's first instruction (seccomp.h: the start
 	 * sequence), then run until the guest or an error stops the VM. The vCPU threads exist now,
