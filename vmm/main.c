@@ -466,10 +466,10 @@ int main(int argc, char **argv)
 	/* 2. The VM and its event loop. */
 	if (vm_create(&m->vm, mem_bytes, o->vcpus) < 0)
 		goto fail;
-	/* The prefault (prefault.h) runs on this thread while the vCPUs run: it pays only where the
-	 * host lets kiln-vmm use a CPU beyond one per vCPU; else it takes the vCPUs' CPU time for
-	 * pages they may fault in anyway (figures: README, --mem). Asked now: the loop's filter has
-	 * no sched_getaffinity. */
+	/* The prefault (prefault.h) runs on a thread of its own while the images load (step 4),
+	 * then on this thread while the vCPUs run: it pays only where the host lets kiln-vmm use a
+	 * CPU beyond one per vCPU; else it takes the vCPUs' CPU time for pages they may fault in
+	 * anyway (figures: README, --mem). Asked now: the loop's filter has no sched_getaffinity. */
 	cpu_set_t cpus;
 	int prefault_on = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
 			  (unsigned int)CPU_COUNT(&cpus) > o->vcpus;
