@@ -19,6 +19,27 @@ void kiln_warn(const char *fmt, ...) KILN_PRINTF(1, 2);
 void kiln_warn_errno(int err, const char *fmt, ...) KILN_PRINTF(2, 3);
 /* Print one line and exit with status code. Only for main() and the jailer's apply step. */
 _Noreturn void kiln_die(int code, const char *fmt, ...) KILN_PRINTF(2, 3);
+/*
+ * The three above print exactly one line: every control byte (below 0x20, and 0x7f) that a
+ * message carries, from a path or an argument someone typed, is printed as '?'.
+ */
+void kiln_one_line(char *s);
+
+/* Format a refusal into err (len bytes, one line, no program prefix) for the caller to print. Returns -EINVAL. */
+int kiln_refuse(char *err, size_t len, const char *fmt, ...) KILN_PRINTF(3, 4);
+
+/*
+ * An untrusted string, quoted in a message: at most len - 4 bytes of s copied into buf, '?' for
+ * every byte outside printable ASCII, "..." appended when s was longer. len >= 5. Returns buf.
+ */
+const char *kiln_printable(const char *s, char *buf, size_t len);
+
+/*
+ * The option getopt_long() has just refused (it returned '?' or ':'), for a message: "-x" for a
+ * short option (every long option of kiln's parsers has a value of 256 or more), else the
+ * argument itself, through kiln_printable.
+ */
+const char *kiln_bad_option(int argc, char *const argv[], char *buf, size_t len);
 
 /* Overflow-checked helpers: return false (and leave *out unspecified) on overflow. */
 static inline KILN_WUR bool add_u64(uint64_t a, uint64_t b, uint64_t *out)

@@ -3,33 +3,9 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
-
-static KILN_PRINTF(3, 4) int fail(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
-/* Copy at most 80 characters of an untrusted string for an error message, '?' for non-printables. */
-static const char *printable(const char *s, char *buf, size_t len)
-{
-	size_t i = 0;
-	for (; s[i] && i + 4 < len && i < 80; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (s[i]) {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
 
 static bool in_set(char c, const char *extra)
 {
@@ -303,48 +279,50 @@ static int check_owner(const struct stat *st, uint32_t caller, char *err, size_t
 	if (st->st_uid == 0 || st->st_uid == caller)
 		return 0;
 	if (caller == 0)
-		return fail(err, errlen, "is not owned by root (uid %u)", (unsigned)st->st_uid);
-	return fail(err, errlen, "is owned by uid %u, neither root nor the caller (uid %u)", (unsigned)st->st_uid,
-		    (unsigned)caller);
+		return kiln_refuse(err, errlen, "is not owned by root (uid %u)", (unsigned)st->st_uid);
+	return kiln_refuse(err, errlen, "is owned by uid %u, neither root nor the caller (uid %u)",
+			   (unsigned)st->st_uid, (unsigned)caller);
 }
 
 int jail_check_exec_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen)
 {
 	if (!S_ISREG(st->st_mode))
-		return fail(err, errlen, "is not a regular file");
+		return kiln_refuse(err, errlen, "is not a regular file");
 	if (check_owner(st, caller, err, errlen) < 0)
 		return -EINVAL;
 	if (st->st_mode & (S_ISUID | S_ISGID))
-		return fail(err, errlen, "is setuid or setgid");
+		return kiln_refuse(err, errlen, "is setuid or setgid");
 	if (st->st_mode & (S_IWGRP | S_IWOTH))
-		return fail(err, errlen, "is writable by group or others");
+		return kiln_refuse(err, errlen, "is writable by group or others");
 	if (st->st_nlink != 1)
-		return fail(err, errlen, "has %lu hard links (must have exactly 1)", (unsigned long)st->st_nlink);
+		return kiln_refuse(err, errlen, "has %lu hard links (must have exactly 1)",
+				   (unsigned long)st->st_nlink);
 	if (st->st_size <= 0)
-		return fail(err, errlen, "is empty");
+		return kiln_refuse(err, errlen, "is empty");
 	return 0;
 }
 
 int jail_check_elf(const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
 	if (len < 64 || memcmp(buf, "\177ELF", 4) != 0)
-		return fail(err, errlen, "is not an ELF executable");
+		return kiln_refuse(err, errlen, "is not an ELF executable");
 	if (buf[4] != 2 || buf[5] != 1) /* ELFCLASS64, ELFDATA2LSB */
-		return fail(err, errlen, "is not a 64-bit little-endian ELF file");
+		return kiln_refuse(err, errlen, "is not a 64-bit little-endian ELF file");
 	uint16_t type = ld16(buf + 16), machine = ld16(buf + 18);
 	if (type != 2 && type != 3) /* ET_EXEC, ET_DYN */
-		return fail(err, errlen, "is not an ELF executable (type %u)", type);
+		return kiln_refuse(err, errlen, "is not an ELF executable (type %u)", type);
 	if (machine != 62) /* EM_X86_64 */
-		return fail(err, errlen, "is not an x86-64 ELF file (machine %u)", machine);
+		return kiln_refuse(err, errlen, "is not an x86-64 ELF file (machine %u)", machine);
 	uint64_t phoff = ld64(buf + 32), phsize;
 	uint16_t phentsize = ld16(buf + 54), phnum = ld16(buf + 56);
 	if (phentsize < 56 || !mul_u64(phentsize, phnum, &phsize) || !range_ok(phoff, phsize, len))
-		return fail(err, errlen, "has program headers that are malformed or beyond its first %u bytes",
-			    (unsigned)len);
+		return kiln_refuse(err, errlen, "has program headers that are malformed or beyond its first %u bytes",
+				   (unsigned)len);
 	for (uint16_t i = 0; i < phnum; i++)
 		if (ld32(buf + phoff + (uint64_t)i * phentsize) == 3) /* PT_INTERP */
-			return fail(err, errlen, "is dynamically linked (has an ELF interpreter), but the jail holds "
-				    "no libraries: link it statically");
+			return kiln_refuse(err, errlen,
+					   "is dynamically linked (has an ELF interpreter), but the jail holds "
+					   "no libraries: link it statically");
 	return 0;
 }
 
@@ -353,22 +331,23 @@ int jail_check_resource_stat(const struct stat *st, char *err, size_t errlen)
 	if (S_ISDIR(st->st_mode))
 		return 0;
 	if (!S_ISREG(st->st_mode))
-		return fail(err, errlen, "is neither a regular file nor a directory");
+		return kiln_refuse(err, errlen, "is neither a regular file nor a directory");
 	if (st->st_mode & (S_ISUID | S_ISGID))
-		return fail(err, errlen, "is setuid or setgid");
+		return kiln_refuse(err, errlen, "is setuid or setgid");
 	if (st->st_nlink != 1)
-		return fail(err, errlen, "has %lu hard links (must have exactly 1)", (unsigned long)st->st_nlink);
+		return kiln_refuse(err, errlen, "has %lu hard links (must have exactly 1)",
+				   (unsigned long)st->st_nlink);
 	return 0;
 }
 
 int jail_check_dir_stat(const struct stat *st, uint32_t caller, char *err, size_t errlen)
 {
 	if (!S_ISDIR(st->st_mode))
-		return fail(err, errlen, "is not a directory");
+		return kiln_refuse(err, errlen, "is not a directory");
 	if (check_owner(st, caller, err, errlen) < 0)
 		return -EINVAL;
 	if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
-		return fail(err, errlen, "is writable by group or others and not sticky");
+		return kiln_refuse(err, errlen, "is writable by group or others and not sticky");
 	return 0;
 }
 
@@ -395,99 +374,113 @@ static const char *opt_value(int argc, char *const argv[], int *i, const char *n
 static int add_resource(struct jail_config *cfg, const char *path, enum jail_res_mode mode, char *err,
 			size_t errlen)
 {
-	char q[96];
+	char q[84]; /* 80 characters of an untrusted value, and "..." */
 	if (cfg->nres >= JAIL_MAX_RESOURCES)
-		return fail(err, errlen, "too many --ro/--rw paths (at most %d)", JAIL_MAX_RESOURCES);
+		return kiln_refuse(err, errlen, "too many --ro/--rw paths (at most %d)", JAIL_MAX_RESOURCES);
 	if (!jail_valid_abs_path(path))
-		return fail(err, errlen, "invalid path \"%s\": must be absolute, without \".\", \"..\" or empty components",
-			    printable(path, q, sizeof(q)));
+		return kiln_refuse(err, errlen,
+				   "invalid path \"%s\": must be absolute, without \".\", \"..\" or empty components",
+				   kiln_printable(path, q, sizeof(q)));
 	const char *name = jail_basename(path);
 	if (!jail_valid_name(name) || strcmp(name, "dev") == 0)
-		return fail(err, errlen, "invalid path \"%s\": its last component must be 1-64 characters from "
-			    "[A-Za-z0-9._-] and not \"dev\"", printable(path, q, sizeof(q)));
+		return kiln_refuse(err, errlen, "invalid path \"%s\": its last component must be 1-64 characters from "
+				   "[A-Za-z0-9._-] and not \"dev\"", kiln_printable(path, q, sizeof(q)));
 	for (size_t k = 0; k < cfg->nres; k++)
 		if (strcmp(cfg->res[k].name, name) == 0)
-			return fail(err, errlen, "two paths named \"%s\" in the jail", name);
+			return kiln_refuse(err, errlen, "two paths named \"%s\" in the jail", name);
 	cfg->res[cfg->nres++] = (struct jail_resource){ .path = path, .name = name, .mode = mode };
 	return 0;
 }
 
 static int parse_one(struct jail_config *cfg, const char *opt, const char *v, char *err, size_t errlen)
 {
-	char q[96];
+	char q[84]; /* 80 characters of an untrusted value, and "..." */
 	int r;
 
 	if (strcmp(opt, "--id") == 0) {
 		if (!jail_valid_id(v))
-			return fail(err, errlen, "invalid --id \"%s\": must be 1-64 characters from [A-Za-z0-9-]",
-				    printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "invalid --id \"%s\": must be 1-64 characters from [A-Za-z0-9-]",
+					   kiln_printable(v, q, sizeof(q)));
 		cfg->id = v;
 	} else if (strcmp(opt, "--exec-file") == 0) {
 		if (!jail_valid_abs_path(v) || !jail_valid_name(jail_basename(v)))
-			return fail(err, errlen, "invalid --exec-file \"%s\": must be an absolute path whose last "
-				    "component is 1-64 characters from [A-Za-z0-9._-]", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "invalid --exec-file \"%s\": must be an absolute path whose last "
+					   "component is 1-64 characters from [A-Za-z0-9._-]",
+					   kiln_printable(v, q, sizeof(q)));
 		cfg->exec_file = v;
 		cfg->exec_name = jail_basename(v);
 	} else if (strcmp(opt, "--uid") == 0 || strcmp(opt, "--gid") == 0) {
 		bool is_uid = opt[2] == 'u';
 		if (jail_parse_id_number(v, is_uid ? &cfg->uid : &cfg->gid) < 0)
-			return fail(err, errlen, "invalid %s \"%s\": must be a number from 1 to 4294967294 (never root)",
-				    opt, printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "invalid %s \"%s\": must be a number from 1 to 4294967294 (never root)", opt,
+					   kiln_printable(v, q, sizeof(q)));
 		*(is_uid ? &cfg->have_uid : &cfg->have_gid) = true;
 	} else if (strcmp(opt, "--chroot-base-dir") == 0) {
 		if (!jail_valid_abs_path(v))
-			return fail(err, errlen, "invalid --chroot-base-dir \"%s\": must be absolute, without \".\", "
-				    "\"..\" or empty components", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "invalid --chroot-base-dir \"%s\": must be absolute, without \".\", "
+					   "\"..\" or empty components", kiln_printable(v, q, sizeof(q)));
 		cfg->chroot_base = v;
 	} else if (strcmp(opt, "--parent-cgroup") == 0) {
 		if (!jail_valid_cgroup_path(v))
-			return fail(err, errlen, "invalid --parent-cgroup \"%s\": must be 1-%d relative components of "
-				    "[A-Za-z0-9._-]", printable(v, q, sizeof(q)), JAIL_CGROUP_DEPTH_MAX);
+			return kiln_refuse(err, errlen,
+					   "invalid --parent-cgroup \"%s\": must be 1-%d relative components of "
+					   "[A-Za-z0-9._-]", kiln_printable(v, q, sizeof(q)), JAIL_CGROUP_DEPTH_MAX);
 		cfg->parent_cgroup = v;
 	} else if (strcmp(opt, "--cgroup") == 0) {
 		const char *eq = strchr(v, '=');
 		char file[32];
 		if (!eq || (size_t)(eq - v) >= sizeof(file))
-			return fail(err, errlen, "invalid --cgroup \"%s\": expected FILE=VALUE", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "invalid --cgroup \"%s\": expected FILE=VALUE",
+					   kiln_printable(v, q, sizeof(q)));
 		memcpy(file, v, (size_t)(eq - v));
 		file[eq - v] = '\0';
 		r = jail_check_cgroup(file, eq + 1);
 		if (r == -EPERM)
-			return fail(err, errlen, "--cgroup: \"%s\" is not an allowed cgroup file (allowed: memory.max, "
-				    "memory.swap.max, cpu.max, pids.max, cpuset.cpus, io.max)", printable(file, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "--cgroup: \"%s\" is not an allowed cgroup file (allowed: memory.max, "
+					   "memory.swap.max, cpu.max, pids.max, cpuset.cpus, io.max)",
+					   kiln_printable(file, q, sizeof(q)));
 		if (r < 0)
-			return fail(err, errlen, "--cgroup: invalid value \"%s\" for %s%s", printable(eq + 1, q, sizeof(q)),
-				    file, r == -ERANGE ? ": out of range" : "");
+			return kiln_refuse(err, errlen, "--cgroup: invalid value \"%s\" for %s%s",
+					   kiln_printable(eq + 1, q, sizeof(q)), file,
+					   r == -ERANGE ? ": out of range" : "");
 		for (size_t k = 0; k < cfg->ncg; k++)
 			if (strncmp(cfg->cg[k].file, v, (size_t)(eq - v)) == 0 && cfg->cg[k].file[eq - v] == '=')
-				return fail(err, errlen, "--cgroup: %s given twice", file);
+				return kiln_refuse(err, errlen, "--cgroup: %s given twice", file);
 		if (cfg->ncg >= JAIL_MAX_CGROUP)
-			return fail(err, errlen, "--cgroup: too many settings");
+			return kiln_refuse(err, errlen, "--cgroup: too many settings");
 		/* file keeps "FILE=VALUE"; the OS side splits at '='. */
 		cfg->cg[cfg->ncg++] = (struct jail_cgroup_setting){ .file = v, .value = eq + 1 };
 	} else if (strcmp(opt, "--exec-cache") == 0) {
 		if (!jail_valid_abs_path(v))
-			return fail(err, errlen, "invalid --exec-cache \"%s\": must be absolute, without \".\", "
-				    "\"..\" or empty components", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "invalid --exec-cache \"%s\": must be absolute, without \".\", "
+					   "\"..\" or empty components", kiln_printable(v, q, sizeof(q)));
 		cfg->exec_cache = v;
 	} else if (strcmp(opt, "--netns") == 0) {
 		if (!jail_valid_abs_path(v))
-			return fail(err, errlen, "invalid --netns \"%s\": must be an absolute path", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "invalid --netns \"%s\": must be an absolute path",
+					   kiln_printable(v, q, sizeof(q)));
 		cfg->netns = v;
 	} else if (strcmp(opt, "--resource-limit") == 0) {
 		struct jail_rlimit rl;
 		r = jail_parse_rlimit(v, &rl);
 		if (r == -EPERM)
-			return fail(err, errlen, "--resource-limit: unknown limit in \"%s\" (known: no-file, fsize, core, "
-				    "nproc, memlock, as)", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "--resource-limit: unknown limit in \"%s\" (known: no-file, fsize, core, "
+					   "nproc, memlock, as)", kiln_printable(v, q, sizeof(q)));
 		if (r < 0)
-			return fail(err, errlen, "--resource-limit: invalid \"%s\"%s", printable(v, q, sizeof(q)),
-				    r == -ERANGE ? ": out of range" : ": expected NAME=NUMBER or NAME=unlimited");
+			return kiln_refuse(err, errlen, "--resource-limit: invalid \"%s\"%s",
+					   kiln_printable(v, q, sizeof(q)),
+					   r == -ERANGE ? ": out of range" : ": expected NAME=NUMBER or NAME=unlimited");
 		size_t k = 0;
 		while (k < cfg->nrl && cfg->rl[k].resource != rl.resource)
 			k++;
 		if (k == JAIL_MAX_RLIMITS)
-			return fail(err, errlen, "--resource-limit: too many limits");
+			return kiln_refuse(err, errlen, "--resource-limit: too many limits");
 		if (k == cfg->nrl)
 			cfg->nrl++;
 		cfg->rl[k] = rl;
@@ -496,20 +489,21 @@ static int parse_one(struct jail_config *cfg, const char *opt, const char *v, ch
 	} else if (strcmp(opt, "--keep-fd") == 0) {
 		uint64_t fd;
 		if (parse_u64(v, 3, 65535, &fd) < 0)
-			return fail(err, errlen, "invalid --keep-fd \"%s\": must be a number from 3 to 65535",
-				    printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "invalid --keep-fd \"%s\": must be a number from 3 to 65535",
+					   kiln_printable(v, q, sizeof(q)));
 		for (size_t k = 0; k < cfg->nkeep; k++)
 			if (cfg->keep_fds[k] == (int)fd)
-				return fail(err, errlen, "--keep-fd %d given twice", (int)fd);
+				return kiln_refuse(err, errlen, "--keep-fd %d given twice", (int)fd);
 		if (cfg->nkeep >= JAIL_MAX_KEEP_FDS)
-			return fail(err, errlen, "too many --keep-fd (at most %d)", JAIL_MAX_KEEP_FDS);
+			return kiln_refuse(err, errlen, "too many --keep-fd (at most %d)", JAIL_MAX_KEEP_FDS);
 		cfg->keep_fds[cfg->nkeep++] = (int)fd;
 	} else if (strcmp(opt, "--env") == 0) {
 		if (!jail_check_env(v))
-			return fail(err, errlen, "invalid --env \"%s\": must be NAME=VALUE with NAME TERM or KILN_*, "
-				    "a printable VALUE", printable(v, q, sizeof(q)));
+			return kiln_refuse(err, errlen,
+					   "invalid --env \"%s\": must be NAME=VALUE with NAME TERM or KILN_*, "
+					   "a printable VALUE", kiln_printable(v, q, sizeof(q)));
 		if (cfg->nenv >= JAIL_MAX_ENV)
-			return fail(err, errlen, "too many --env (at most %d)", JAIL_MAX_ENV);
+			return kiln_refuse(err, errlen, "too many --env (at most %d)", JAIL_MAX_ENV);
 		cfg->env[cfg->nenv++] = v;
 	}
 	return 0;
@@ -521,7 +515,7 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 		"--id", "--exec-file", "--uid", "--gid", "--chroot-base-dir", "--parent-cgroup", "--cgroup",
 		"--netns", "--resource-limit", "--ro", "--rw", "--keep-fd", "--env", "--exec-cache",
 	};
-	char q[96];
+	char q[84]; /* 80 characters of an untrusted value, and "..." */
 	bool have_nofile = false, have_core = false;
 
 	memset(cfg, 0, sizeof(*cfg));
@@ -556,9 +550,10 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 			if ((v = opt_value(argc, argv, &i, valued[k], &missing)) != NULL || missing)
 				break;
 		if (missing)
-			return fail(err, errlen, "option %s needs a value", valued[k]);
+			return kiln_refuse(err, errlen, "option %s needs a value", valued[k]);
 		if (k == ARRAY_SIZE(valued))
-			return fail(err, errlen, "unknown option \"%s\" (see --help)", printable(a, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "unknown option \"%s\" (see --help)",
+					   kiln_printable(a, q, sizeof(q)));
 		int r = parse_one(cfg, valued[k], v, err, errlen);
 		if (r < 0)
 			return r;
@@ -571,31 +566,34 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 	if (!cfg->parent_cgroup)
 		cfg->parent_cgroup = JAIL_DEFAULT_CGROUP;
 	if (!cfg->id)
-		return fail(err, errlen, "--id is required");
+		return kiln_refuse(err, errlen, "--id is required");
 	if (cfg->no_cgroup && cfg->ncg)
-		return fail(err, errlen, "--cgroup and --no-cgroup exclude each other");
+		return kiln_refuse(err, errlen, "--cgroup and --no-cgroup exclude each other");
 	if (cfg->userns && cfg->netns)
-		return fail(err, errlen, "--netns and --userns exclude each other (joining a host network namespace "
-			    "needs host privileges the user namespace does not have)");
+		return kiln_refuse(err, errlen,
+				   "--netns and --userns exclude each other (joining a host network namespace "
+				   "needs host privileges the user namespace does not have)");
 	if (cfg->userns && cfg->exec_cache)
-		return fail(err, errlen, "--exec-cache and --userns exclude each other (the cached copy is root's; "
-			    "without root each jail gets its own copy)");
+		return kiln_refuse(err, errlen,
+				   "--exec-cache and --userns exclude each other (the cached copy is root's; "
+				   "without root each jail gets its own copy)");
 	if (cfg->cleanup) {
 		if (cfg->exec_file || cfg->have_uid || cfg->have_gid || cfg->nres || cfg->ncg || cfg->vmm_argc ||
 		    cfg->netns || cfg->nrl || cfg->nkeep || cfg->nenv || cfg->userns || cfg->exec_cache)
-			return fail(err, errlen, "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
+			return kiln_refuse(err, errlen,
+					   "--cleanup takes only --id, --chroot-base-dir, --parent-cgroup and --no-cgroup");
 		return 0;
 	}
 	if (!cfg->exec_file)
-		return fail(err, errlen, "--exec-file is required");
+		return kiln_refuse(err, errlen, "--exec-file is required");
 	if (!cfg->have_uid || !cfg->have_gid)
-		return fail(err, errlen, "--uid and --gid are required (the VMM never runs as root)");
+		return kiln_refuse(err, errlen, "--uid and --gid are required (the VMM never runs as root)");
 	for (size_t k = 0; k < cfg->nres; k++)
 		if (strcmp(cfg->res[k].name, cfg->exec_name) == 0)
-			return fail(err, errlen, "path \"%s\" has the same name as the exec file in the jail",
-				    printable(cfg->res[k].path, q, sizeof(q)));
+			return kiln_refuse(err, errlen, "path \"%s\" has the same name as the exec file in the jail",
+					   kiln_printable(cfg->res[k].path, q, sizeof(q)));
 	if (strcmp(cfg->exec_name, "dev") == 0)
-		return fail(err, errlen, "the exec file may not be named \"dev\"");
+		return kiln_refuse(err, errlen, "the exec file may not be named \"dev\"");
 	for (size_t k = 0; k < cfg->nrl; k++) {
 		have_nofile |= cfg->rl[k].resource == RLIMIT_NOFILE;
 		have_core |= cfg->rl[k].resource == RLIMIT_CORE;

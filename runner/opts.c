@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -87,16 +86,9 @@ int run_parse_time_ms(const char *s, uint64_t min_ms, uint64_t max_ms, uint64_t 
 	return 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) KILN_PRINTF(3, 4);
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
+/* An option's value quoted in a message: 256 characters at most, '?' for control bytes. */
+#define QUOTE_LEN 260
+#define Q(s, buf) kiln_printable((s), (buf), sizeof(buf))
 
 static const char *size_text(uint64_t v, char *buf, size_t n)
 {
@@ -114,15 +106,15 @@ static const char *size_text(uint64_t v, char *buf, size_t n)
 static int opt_size(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out,
 		    char *err, size_t errlen)
 {
-	char a[32], b[32];
+	char a[32], b[32], q[QUOTE_LEN];
 	int r = run_parse_size(arg, min, max, out);
 
 	if (r == -EINVAL)
-		return fail(err, errlen, "%s %s: not a size (digits and an optional K, M, G or T suffix)",
-			    name, arg);
+		return kiln_refuse(err, errlen, "%s %s: not a size (digits and an optional K, M, G or T suffix)", name,
+				   Q(arg, q));
 	if (r < 0)
-		return fail(err, errlen, "%s %s: out of range (%s..%s)", name, arg,
-			    size_text(min, a, sizeof(a)), size_text(max, b, sizeof(b)));
+		return kiln_refuse(err, errlen, "%s %s: out of range (%s..%s)", name, Q(arg, q),
+				   size_text(min, a, sizeof(a)), size_text(max, b, sizeof(b)));
 	return 0;
 }
 
@@ -140,14 +132,15 @@ static const char *time_text(uint64_t ms, char *buf, size_t n)
 static int opt_time(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out,
 		    char *err, size_t errlen)
 {
-	char a[32], b[32];
+	char a[32], b[32], q[QUOTE_LEN];
 	int r = run_parse_time_ms(arg, min, max, out);
 
 	if (r == -EINVAL)
-		return fail(err, errlen, "%s %s: not a duration (digits and a unit: ms, s, m or h)", name, arg);
+		return kiln_refuse(err, errlen, "%s %s: not a duration (digits and a unit: ms, s, m or h)", name,
+				   Q(arg, q));
 	if (r < 0)
-		return fail(err, errlen, "%s %s: out of range (%s..%s)", name, arg,
-			    time_text(min, a, sizeof(a)), time_text(max, b, sizeof(b)));
+		return kiln_refuse(err, errlen, "%s %s: out of range (%s..%s)", name, Q(arg, q),
+				   time_text(min, a, sizeof(a)), time_text(max, b, sizeof(b)));
 	return 0;
 }
 
@@ -172,11 +165,13 @@ static int opt_xfer(const char *name, const char *arg, bool put, struct run_xfer
 	const char *colon = put ? strrchr(arg, ':') : strchr(arg, ':');
 	const char *guest, *why = NULL;
 	size_t len = strlen(arg);
+	char q[QUOTE_LEN], g[QUOTE_LEN];
 
 	if (!colon || colon == arg || !colon[1])
-		return fail(err, errlen, "%s %s: expected %s", name, arg, put ? "HOST:GUEST" : "GUEST:HOST");
+		return kiln_refuse(err, errlen, "%s %s: expected %s", name, Q(arg, q),
+				   put ? "HOST:GUEST" : "GUEST:HOST");
 	if (len >= sizeof(x->buf))
-		return fail(err, errlen, "%s: argument too long", name);
+		return kiln_refuse(err, errlen, "%s: argument too long", name);
 	memcpy(x->buf, arg, len + 1);
 	x->buf[colon - arg] = 0;
 	if (put) {
@@ -188,10 +183,10 @@ static int opt_xfer(const char *name, const char *arg, bool put, struct run_xfer
 	}
 	guest = x->guest;
 	if (ka_path_check(guest, strlen(guest), &why) != 0)
-		return fail(err, errlen, "%s %s: guest path %s refused: %s (a relative path under /work)",
-			    name, arg, guest, why ? why : "invalid");
+		return kiln_refuse(err, errlen, "%s %s: guest path %s refused: %s (a relative path under /work)", name,
+				   Q(arg, q), Q(guest, g), why ? why : "invalid");
 	if (strlen(x->host) > 4095)
-		return fail(err, errlen, "%s %s: host path too long", name, arg);
+		return kiln_refuse(err, errlen, "%s: host path too long", name);
 	return 0;
 }
 
@@ -199,18 +194,19 @@ static int opt_xfer(const char *name, const char *arg, bool put, struct run_xfer
 static int opt_image(const char *arg, struct run_opts *o, char *err, size_t errlen)
 {
 	size_t i, n = strlen(arg);
+	char q[QUOTE_LEN];
 
 	o->image = arg;
 	o->image_is_path = strchr(arg, '/') != NULL;
 	if (o->image_is_path)
-		return n <= 4095 ? 0 : fail(err, errlen, "--image: path too long");
+		return n <= 4095 ? 0 : kiln_refuse(err, errlen, "--image: path too long");
 	if (n == 0 || n > 32)
-		return fail(err, errlen, "--image %s: a NAME has 1-32 characters from [a-z0-9-] "
-			    "(a path needs a '/')", arg);
+		return kiln_refuse(err, errlen, "--image %s: a NAME has 1-32 characters from [a-z0-9-] "
+				   "(a path needs a '/')", Q(arg, q));
 	for (i = 0; i < n; i++)
 		if (!((arg[i] >= 'a' && arg[i] <= 'z') || (arg[i] >= '0' && arg[i] <= '9') || arg[i] == '-'))
-			return fail(err, errlen, "--image %s: a NAME has 1-32 characters from [a-z0-9-] "
-				    "(a path needs a '/')", arg);
+			return kiln_refuse(err, errlen, "--image %s: a NAME has 1-32 characters from [a-z0-9-] "
+					   "(a path needs a '/')", Q(arg, q));
 	return 0;
 }
 
@@ -252,6 +248,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 		{ NULL, 0, NULL, 0 },
 	};
 	bool seen[O_HELP + 1 - O_MEM] = { false };
+	char q[QUOTE_LEN];
 	uint64_t v;
 	int c, r;
 
@@ -273,7 +270,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 	while ((c = getopt_long(argc, argv, "+:h", lopts, &idx)) != -1) {
 		if (c >= O_MEM && c <= O_HELP && c != O_ENV && c != O_PUT && c != O_GET) {
 			if (seen[c - O_MEM])
-				return fail(err, errlen, "--%s given twice", lopts[c - O_MEM].name);
+				return kiln_refuse(err, errlen, "--%s given twice", lopts[c - O_MEM].name);
 			seen[c - O_MEM] = true;
 		}
 		idx = -1;
@@ -282,12 +279,12 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 			if ((r = opt_size("--mem", optarg, RUN_MEM_MIN, RUN_MEM_MAX, &o->mem, err, errlen)))
 				return r;
 			if (o->mem % (1ull << 20))
-				return fail(err, errlen, "--mem %s: not a whole number of MiB", optarg);
+				return kiln_refuse(err, errlen, "--mem %s: not a whole number of MiB", Q(optarg, q));
 			break;
 		case O_VCPUS:
 			if (parse_u64(optarg, 1, RUN_VCPUS_MAX, &v) < 0)
-				return fail(err, errlen, "--vcpus %s: expected a number in 1..%u", optarg,
-					    RUN_VCPUS_MAX);
+				return kiln_refuse(err, errlen, "--vcpus %s: expected a number in 1..%u", Q(optarg, q),
+						   RUN_VCPUS_MAX);
 			o->vcpus = (uint32_t)v;
 			break;
 		case O_TIMEOUT:
@@ -300,12 +297,13 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 					  err, errlen)))
 				return r;
 			if (o->cpu_ms % 1000)
-				return fail(err, errlen, "--cpu-time %s: not a whole number of seconds", optarg);
+				return kiln_refuse(err, errlen, "--cpu-time %s: not a whole number of seconds",
+						   Q(optarg, q));
 			break;
 		case O_PIDS:
 			if (parse_u64(optarg, 1, RUN_PIDS_MAX, &v) < 0)
-				return fail(err, errlen, "--pids %s: expected a number in 1..%u", optarg,
-					    RUN_PIDS_MAX);
+				return kiln_refuse(err, errlen, "--pids %s: expected a number in 1..%u", Q(optarg, q),
+						   RUN_PIDS_MAX);
 			o->pids = (uint32_t)v;
 			break;
 		case O_OUT:
@@ -316,21 +314,22 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 			if ((r = opt_size("--disk", optarg, RUN_DISK_MIN, RUN_DISK_MAX, &o->disk, err, errlen)))
 				return r;
 			if (o->disk % 4096)
-				return fail(err, errlen, "--disk %s: not a multiple of 4K", optarg);
+				return kiln_refuse(err, errlen, "--disk %s: not a multiple of 4K", Q(optarg, q));
 			break;
 		case O_ENV:
 			if (o->nenv >= RUN_ENV_MAX)
-				return fail(err, errlen, "--env: at most %u variables", RUN_ENV_MAX);
+				return kiln_refuse(err, errlen, "--env: at most %u variables", RUN_ENV_MAX);
 			if (!env_ok(optarg))
-				return fail(err, errlen, "--env %s: expected NAME=VALUE, NAME from [A-Za-z0-9_] "
-					    "not starting with a digit", optarg);
+				return kiln_refuse(err, errlen, "--env %s: expected NAME=VALUE, NAME from [A-Za-z0-9_] "
+						   "not starting with a digit", Q(optarg, q));
 			if (strlen(optarg) > KA_ARG_MAX)
-				return fail(err, errlen, "--env: a variable is longer than %u bytes", KA_ARG_MAX);
+				return kiln_refuse(err, errlen, "--env: a variable is longer than %u bytes",
+						   KA_ARG_MAX);
 			o->env[o->nenv++] = optarg;
 			break;
 		case O_CWD:
 			if (!*optarg || strlen(optarg) > KA_PATH_MAX)
-				return fail(err, errlen, "--cwd: expected a path of 1..%u bytes", KA_PATH_MAX);
+				return kiln_refuse(err, errlen, "--cwd: expected a path of 1..%u bytes", KA_PATH_MAX);
 			o->cwd = optarg;
 			break;
 		case O_USER:
@@ -339,18 +338,18 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 			else if (strcmp(optarg, "sandbox") == 0)
 				o->user = RUN_USER_SANDBOX;
 			else
-				return fail(err, errlen, "--user %s: expected root or sandbox", optarg);
+				return kiln_refuse(err, errlen, "--user %s: expected root or sandbox", Q(optarg, q));
 			break;
 		case O_PUT:
 			if (o->nput >= RUN_FILES_MAX)
-				return fail(err, errlen, "--put: at most %u files", RUN_FILES_MAX);
+				return kiln_refuse(err, errlen, "--put: at most %u files", RUN_FILES_MAX);
 			if ((r = opt_xfer("--put", optarg, true, &o->put[o->nput], err, errlen)))
 				return r;
 			o->nput++;
 			break;
 		case O_GET:
 			if (o->nget >= RUN_FILES_MAX)
-				return fail(err, errlen, "--get: at most %u files", RUN_FILES_MAX);
+				return kiln_refuse(err, errlen, "--get: at most %u files", RUN_FILES_MAX);
 			if ((r = opt_xfer("--get", optarg, false, &o->get[o->nget], err, errlen)))
 				return r;
 			o->nget++;
@@ -361,7 +360,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 			break;
 		case O_KERNEL:
 			if (!*optarg || strlen(optarg) > 4095)
-				return fail(err, errlen, "--kernel: expected a path");
+				return kiln_refuse(err, errlen, "--kernel: expected a path");
 			o->kernel = optarg;
 			break;
 		case O_JSON:
@@ -369,8 +368,9 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 			break;
 		case O_RFD:
 			if (parse_u64(optarg, 1, 65535, &v) < 0)
-				return fail(err, errlen, "--result-fd %s: expected a descriptor number in 1..65535",
-					    optarg);
+				return kiln_refuse(err, errlen,
+						   "--result-fd %s: expected a descriptor number in 1..65535",
+						   Q(optarg, q));
 			o->result_fd = (int)v;
 			break;
 		case O_NOJAIL:
@@ -380,27 +380,26 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, char *err, size_t 
 		case O_HELP:
 			return 1;
 		case ':':
-			return fail(err, errlen, "%s needs a value", argv[optind - 1]);
+			return kiln_refuse(err, errlen, "%s needs a value", kiln_bad_option(argc, argv, q, sizeof(q)));
 		default:
-			return fail(err, errlen, "unknown option %s",
-				    optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+			return kiln_refuse(err, errlen, "unknown option %s", kiln_bad_option(argc, argv, q, sizeof(q)));
 		}
 	}
 	if (o->json && o->result_fd >= 0)
-		return fail(err, errlen, "--json and --result-fd: give one of them");
+		return kiln_refuse(err, errlen, "--json and --result-fd: give one of them");
 	if (optind >= argc)
-		return fail(err, errlen, "no command given (kiln run [options] -- CMD [ARGS...])");
+		return kiln_refuse(err, errlen, "no command given (kiln run [options] -- CMD [ARGS...])");
 	o->argv = argv + optind;
 	o->argc = argc - optind;
 	if ((unsigned)o->argc > KA_ARGC_MAX)
-		return fail(err, errlen, "the command has more than %u arguments", KA_ARGC_MAX);
+		return kiln_refuse(err, errlen, "the command has more than %u arguments", KA_ARGC_MAX);
 	if (!o->argv[0][0])
-		return fail(err, errlen, "the command name is empty");
+		return kiln_refuse(err, errlen, "the command name is empty");
 	for (int i = 0; i < o->argc; i++)
 		if (strlen(o->argv[i]) > KA_ARG_MAX)
-			return fail(err, errlen, "argument %d is longer than %u bytes", i, KA_ARG_MAX);
+			return kiln_refuse(err, errlen, "argument %d is longer than %u bytes", i, KA_ARG_MAX);
 	if (run_exec_payload_size(o) > KA_MAX_PAYLOAD)
-		return fail(err, errlen, "command, environment and --cwd together exceed %u bytes",
-			    KA_MAX_PAYLOAD);
+		return kiln_refuse(err, errlen, "command, environment and --cwd together exceed %u bytes",
+				   KA_MAX_PAYLOAD);
 	return 0;
 }

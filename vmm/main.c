@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "boot.h"
+#include "cli.h"
 #include "console.h"
 #include "devices/blk.h"
 #include "vdev.h"
@@ -30,21 +30,6 @@
 #include "vm.h"
 #include "x86_64.h"
 
-#define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
-
-#define MAX_DISKS 8
-
-struct opts {
-	const char *kernel, *initrd, *cmdline;
-	uint64_t mem_mib;
-	unsigned int vcpus;
-	struct blk_opts disk[MAX_DISKS];
-	unsigned int ndisks;
-	struct vsock_opts vsock;
-	int has_vsock;
-	int hold_fd; /* --hold-fd, or -1 */
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -55,7 +40,7 @@ static void usage(FILE *f)
 		"  --kernel FILE    bzImage to boot (Linux x86 boot protocol 2.12 or later)\n"
 		"  --initrd FILE    initial ramdisk\n"
 		"  --cmdline STR    kernel command line (at most %d bytes;\n"
-		"                   default \"" DEFAULT_CMDLINE "\")\n"
+		"                   default \"" VMM_DEFAULT_CMDLINE "\")\n"
 		"  --mem MIB        guest memory in MiB, %llu..%llu (default 128)\n"
 		"  --vcpus N        number of vCPUs, 1..%d (default 1)\n"
 		"  --disk PATH[,ro][,id=SERIAL]\n"
@@ -74,90 +59,25 @@ static void usage(FILE *f)
 		"  --help           this text\n\n"
 		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
 		"(kiln-init does it), by resetting (reboot=k), or by a triple fault.\n\n" KILN_EXIT_HELP,
-		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, MAX_DISKS, EXIT_PORT);
+		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, VMM_MAX_DISKS, EXIT_PORT);
 }
 
-static void parse_opts(int argc, char **argv, struct opts *o)
+static void parse_opts(int argc, char **argv, struct vmm_opts *o)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_VCPUS, O_DISK, O_VSOCK, O_HOLD, O_HELP, O_POLICY };
-	static const struct option lopts[] = {
-		{ "kernel", required_argument, NULL, O_KERNEL },
-		{ "initrd", required_argument, NULL, O_INITRD },
-		{ "cmdline", required_argument, NULL, O_CMDLINE },
-		{ "mem", required_argument, NULL, O_MEM },
-		{ "vcpus", required_argument, NULL, O_VCPUS },
-		{ "disk", required_argument, NULL, O_DISK },
-		{ "vsock", required_argument, NULL, O_VSOCK },
-		{ "hold-fd", required_argument, NULL, O_HOLD },
-		{ "help", no_argument, NULL, O_HELP },
-		{ "print-policy", no_argument, NULL, O_POLICY },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t v;
-	int c;
+	char err[512];
 
-	memset(o, 0, sizeof(*o));
-	o->mem_mib = 128;
-	o->vcpus = 1;
-	o->cmdline = DEFAULT_CMDLINE;
-	o->hold_fd = -1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-		switch (c) {
-		case O_KERNEL: o->kernel = optarg; break;
-		case O_INITRD: o->initrd = optarg; break;
-		case O_CMDLINE: o->cmdline = optarg; break;
-		case O_MEM:
-			if (parse_u64(optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, &v) < 0)
-				kiln_die(KILN_EXIT_USAGE, "--mem '%s': need a whole number of MiB in %llu..%llu",
-					 optarg, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB);
-			o->mem_mib = v;
-			break;
-		case O_VCPUS:
-			if (parse_u64(optarg, 1, VM_MAX_VCPUS, &v) < 0)
-				kiln_die(KILN_EXIT_USAGE, "--vcpus '%s': need a number in 1..%d", optarg,
-					 VM_MAX_VCPUS);
-			o->vcpus = (unsigned int)v;
-			break;
-		case O_DISK:
-			if (o->ndisks >= MAX_DISKS)
-				kiln_die(KILN_EXIT_USAGE, "--disk: at most %d disks", MAX_DISKS);
-			if (blk_parse_opts(optarg, &o->disk[o->ndisks]) < 0)
-				kiln_die(KILN_EXIT_USAGE,
-					 "--disk '%s': need PATH[,ro][,id=SERIAL] (SERIAL 1..20 printable characters)",
-					 optarg);
-			o->ndisks++;
-			break;
-		case O_VSOCK:
-			if (o->has_vsock)
-				kiln_die(KILN_EXIT_USAGE, "--vsock given twice");
-			if (vsock_parse_opts(optarg, &o->vsock) < 0)
-				kiln_die(KILN_EXIT_USAGE,
-					 "--vsock '%s': need cid=N,uds=PATH[,max_conns=N] with N >= 3", optarg);
-			o->has_vsock = 1;
-			break;
-		case O_HOLD:
-			if (parse_u64(optarg, 3, INT_MAX, &v) < 0)
-				kiln_die(KILN_EXIT_USAGE, "--hold-fd '%s': need a file descriptor number, 3 or more",
-					 optarg);
-			o->hold_fd = (int)v;
-			break;
-		case O_HELP:
-			usage(stdout);
-			exit(KILN_EXIT_OK);
-		case O_POLICY:
-			seccomp_print_policy(stdout);
-			exit(KILN_EXIT_OK);
-		case ':':
-			kiln_die(KILN_EXIT_USAGE, "option %s needs a value (see --help)", argv[optind - 1]);
-		default:
-			kiln_die(KILN_EXIT_USAGE, "unknown option %s (see --help)", argv[optind - 1]);
-		}
+	switch (vmm_cli_parse(argc, argv, o, err, sizeof(err))) {
+	case VMM_CLI_RUN:
+		break;
+	case VMM_CLI_HELP:
+		usage(stdout);
+		exit(KILN_EXIT_OK);
+	case VMM_CLI_POLICY:
+		seccomp_print_policy(stdout);
+		exit(KILN_EXIT_OK);
+	default:
+		kiln_die(KILN_EXIT_USAGE, "%s", err);
 	}
-	if (optind < argc)
-		kiln_die(KILN_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
-	if (!o->kernel)
-		kiln_die(KILN_EXIT_USAGE, "--kernel is required (see --help)");
 	/* Before kiln-vmm opens anything, or a closed N could become one of its own fds. */
 	if (o->hold_fd >= 0) {
 		int fl = fcntl(o->hold_fd, F_GETFL);
@@ -169,10 +89,6 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 			kiln_die(KILN_EXIT_USAGE, "--hold-fd %d: non-blocking; kiln-vmm waits in a blocking read",
 				 o->hold_fd);
 	}
-	size_t clen = strlen(o->cmdline);
-	if (clen > BOOT_CMDLINE_MAX)
-		kiln_die(KILN_EXIT_USAGE, "--cmdline is %zu bytes, at most %d allowed", clen,
-			 BOOT_CMDLINE_MAX);
 }
 
 /* Open name read-only and return its fd and size; dies with BAD_IMAGE on any problem. */
@@ -239,12 +155,12 @@ static void on_stop(void *ctx, int fd, uint32_t ev)
 
 /* Everything one kiln-vmm process runs. Large: static storage. */
 struct vmm {
-	struct opts o;
+	struct vmm_opts o;
 	struct vm vm;
 	struct evloop loop;
 	struct console con;
-	struct blk_dev disk[MAX_DISKS];
-	int disk_fd[MAX_DISKS];
+	struct blk_dev disk[VMM_MAX_DISKS];
+	int disk_fd[VMM_MAX_DISKS];
 	struct vsock_host vsock;
 	struct vdev vdev[VDEV_MAX];
 	unsigned int nvdev;
@@ -335,7 +251,7 @@ static const struct {
 /* The fds the main thread's pinned rules may use (policy/loop.c), bound to their slots. */
 static void loop_fds(const struct vmm *m, struct pol_fds *f)
 {
-	_Static_assert(MAX_DISKS == POL_FD_NDISKS, "one disk fd slot per disk");
+	_Static_assert(VMM_MAX_DISKS == POL_FD_NDISKS, "one disk fd slot per disk");
 	pol_fds_init(f);
 	for (unsigned int i = 0; i < m->o.ndisks; i++)
 		pol_fds_set(f, POL_FD_DISK0 + i, m->disk_fd[i]);
@@ -390,7 +306,7 @@ int main(int argc, char **argv)
 {
 	static struct vmm vmm;
 	struct vmm *m = &vmm;
-	struct opts *o = &m->o;
+	struct vmm_opts *o = &m->o;
 	struct bzimage bz;
 	struct mem_layout layout;
 	char why[256];
@@ -447,7 +363,7 @@ int main(int argc, char **argv)
 		if (initrd_place(&bz, &layout, isize, &initrd_addr, why, sizeof(why)) < 0)
 			kiln_die(KILN_EXIT_BAD_IMAGE, "%s: %s", o->initrd, why);
 	}
-	for (unsigned int i = 0; i < MAX_DISKS; i++)
+	for (unsigned int i = 0; i < VMM_MAX_DISKS; i++)
 		m->disk_fd[i] = -1;
 	for (unsigned int i = 0; i < o->ndisks; i++) {
 		const struct blk_opts *d = &o->disk[i];

@@ -184,6 +184,24 @@ guest output without the flood: $(tr -d x < "$BATS_TEST_TMPDIR/out" | tail -c 20
   assert_diag; assert_output ""
 }
 
+@test "boot: a bad option names itself, on one line whatever it holds (2)" {
+  run -2 --separate-stderr vmm --kernel "$KERNEL" -xy
+  assert_diag; assert_output ""
+  [ "$stderr" = "kiln-vmm: unknown option -x (see --help)" ]
+  run -2 --separate-stderr vmm --kernel
+  assert_diag
+  [ "$stderr" = "kiln-vmm: option --kernel needs a value (see --help)" ]
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --mem $'64\n\e[2J'
+  assert_diag
+  [ "$stderr" = "kiln-vmm: --mem '64??[2J': need a whole number of MiB in 32..65536" ]
+}
+
+@test "boot: a kernel path with a newline and an escape gets one line (3)" {
+  run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/no"$'\n\e[1mfile'
+  assert_diag; assert_output ""
+  [[ $stderr == *"/no??[1mfile: No such file or directory" ]] || fail "stderr: $stderr"
+}
+
 @test "boot: a missing kernel file is rejected (3)" {
   run -3 --separate-stderr vmm --kernel "$BATS_TEST_TMPDIR/nonexistent"
   assert_diag; assert_output ""

@@ -27,6 +27,16 @@ teardown() { run_teardown; }
 	[ "$stderr" = "kiln: --timeout 0s: out of range (100ms..24h)" ]
 	run --separate-stderr "$KILN" run --disk 1G5 -- true
 	[ "$status" -eq 120 ]
+	run --separate-stderr "$KILN" run -xy -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: unknown option -x" ]
+	# a value that holds a newline or an escape is quoted on the same line, '?' for each
+	run --separate-stderr "$KILN" run --mem $'1\n\e[2J' -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: --mem 1??[2J: not a size (digits and an optional K, M, G or T suffix)" ]
+	run --separate-stderr "$KILN" run --kernel "$T/no"$'\nfile' -- true
+	[ "$status" -eq 120 ]
+	[ "$stderr" = "kiln: --kernel $T/no?file: No such file or directory" ]
 	run --separate-stderr "$KILN" run -- 
 	[ "$status" -eq 120 ]
 	[ "$stderr" = "kiln: no command given (kiln run [options] -- CMD [ARGS...])" ]

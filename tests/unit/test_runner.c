@@ -210,6 +210,11 @@ static void test_parse_reject(void **state)
 		{ { "--json", "--result-fd", "3", "true" }, "--json and --result-fd: give one of them" },
 		{ { "--mem", "64M", "--mem", "64M", "true" }, "--mem given twice" },
 		{ { "--bogus", "true" }, "unknown option --bogus" },
+		{ { "-xy", "true" }, "unknown option -x" },
+		{ { "-\033", "true" }, "unknown option -?" },
+		{ { "--mem", "1\n2", "true" }, "--mem 1?2: not a size (digits and an optional K, M, G or T suffix)" },
+		{ { "--user", "\033[2Jroot", "true" }, "--user ?[2Jroot: expected root or sandbox" },
+		{ { "--put", "/h\r:../x", "true" }, "--put /h?:../x: guest path ../x refused: '..' path component (a relative path under /work)" },
 		{ { "--timeout" }, "--timeout needs a value" },
 		{ { "--" }, "no command given (kiln run [options] -- CMD [ARGS...])" },
 		{ { "" }, "the command name is empty" },
@@ -253,6 +258,19 @@ static void test_parse_limits(void **state)
 		argv[3] = NULL;
 		assert_int_equal(run_opts_parse(3, argv, &O, err, sizeof(err)), -EINVAL);
 		assert_string_equal(err, "argument 1 is longer than 32768 bytes");
+	}
+	/* a long bad value is quoted cut to 256 characters and "..." */
+	{
+		static char val[301];
+		static char *argv[5];
+		memset(val, 'u', 300);
+		argv[0] = "run";
+		argv[1] = "--user";
+		argv[2] = val;
+		argv[3] = "true";
+		assert_int_equal(run_opts_parse(4, argv, &O, err, sizeof(err)), -EINVAL);
+		assert_int_equal(strlen(err), strlen("--user : expected root or sandbox") + 256 + 3);
+		assert_non_null(strstr(err, "uuu...: expected root or sandbox"));
 	}
 	/* five 30 KiB arguments: each fits, the EXEC frame would not */
 	big[30000] = 0;
