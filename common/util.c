@@ -97,6 +97,40 @@ const char *kiln_bad_option(int argc, char *const argv[], char *buf, size_t len)
 	return kiln_printable("?", buf, len);
 }
 
+size_t kiln_utf8_seq(const unsigned char *s, size_t n, bool *valid)
+{
+	unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+	size_t need, k;
+
+	*valid = false;
+	if (s[0] < 0x80) {
+		*valid = true;
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		need = 1;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		need = 2;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		need = 3;
+	else
+		return 1; /* a continuation byte, C0, C1 or F5..FF */
+	if (s[0] == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (s[0] == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (s[0] == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (s[0] == 0xf4)
+		hi = 0x8f; /* above U+10FFFF */
+	for (k = 1; k <= need; k++) {
+		if (k >= n || s[k] < (k == 1 ? lo : 0x80) || s[k] > (k == 1 ? hi : 0xbf))
+			return k;
+	}
+	*valid = true;
+	return need + 1;
+}
+
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	uint64_t v = 0;

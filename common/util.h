@@ -57,6 +57,14 @@ static inline KILN_WUR bool range_ok(uint64_t off, uint64_t len, uint64_t size)
 	return add_u64(off, len, &end) && end <= size;
 }
 
+/*
+ * The UTF-8 sequence at s (n > 0 bytes available): returns its length (1-4) and sets *valid, or,
+ * when s does not start a well-formed sequence (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), clears *valid and returns the length of its maximal ill-formed
+ * subpart (at least 1), the bytes one U+FFFD replaces (Unicode 15, 3.9; what Python's "replace" does).
+ */
+size_t kiln_utf8_seq(const unsigned char *s, size_t n, bool *valid);
+
 /* Parse a decimal unsigned integer in [min, max]; whole string, no sign, no spaces. 0 or -EINVAL/-ERANGE. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out) KILN_WUR;
 

@@ -74,8 +74,11 @@ void run_decide(const struct run_facts *f, struct run_result *o)
 	if (f->got_exit) {
 		if (f->exit.kind == KA_SIGNALED) {
 			int sig = o->signal;
-			uint64_t used = f->exit.user_us + f->exit.sys_us;
-			uint64_t lim_us = f->cpu_limit_ms * 1000;
+			uint64_t used, lim_us = f->cpu_limit_ms * 1000, floor_us = lim_us / 10 * 9;
+
+			/* The agent's usage figures are its word: any u64, so the sum saturates. */
+			if (!add_u64(f->exit.user_us, f->exit.sys_us, &used))
+				used = UINT64_MAX;
 
 			/* The agent's OOM flag, confirmed by two things the host saw: the guest
 			 * kernel's OOM-kill line and guest memory really used. */
@@ -85,8 +88,8 @@ void run_decide(const struct run_facts *f, struct run_result *o)
 			/* The agent's word (signal, usage) must agree with what the host saw spent. The
 			 * kernel sends SIGXCPU on precise runtime while rusage is tick-sampled and can
 			 * read a little under the limit (1989 ms at a 2 s limit, seen): allow 10 %. */
-			if (f->cpu_limit_ms && (sig == SIGXCPU || sig == SIGKILL) && used * 10 >= lim_us * 9 &&
-			    f->vmm_cpu_us >= lim_us * 9 / 10)
+			if (f->cpu_limit_ms && (sig == SIGXCPU || sig == SIGKILL) && used >= floor_us &&
+			    f->vmm_cpu_us >= floor_us)
 				return set(o, RR_CPU_TIME, 128 + sig);
 			return set(o, RR_SIGNALED, 128 + sig);
 		}
@@ -153,13 +156,24 @@ static void jputf(struct jbuf *j, const char *fmt, ...)
 	j->len += (size_t)n;
 }
 
+/* A JSON string of s: always valid UTF-8 (RFC 8259), whatever s holds; the message can carry a
+ * hostile agent's text. Each ill-formed UTF-8 subpart becomes one U+FFFD. */
 static void jstr(struct jbuf *j, const char *s)
 {
-	jputf(j, "\"");
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	const unsigned char *u = (const unsigned char *)(s ? s : "");
+	size_t n = strlen((const char *)u), len;
+	bool valid;
 
-		if (c == '"' || c == '\\')
+	jputf(j, "\"");
+	for (size_t i = 0; i < n; i += len) {
+		unsigned char c = u[i];
+
+		len = kiln_utf8_seq(u + i, n - i, &valid);
+		if (!valid)
+			jputf(j, "\\ufffd");
+		else if (len > 1)
+			jputf(j, "%.*s", (int)len, (const char *)u + i);
+		else if (c == '"' || c == '\\')
 			jputf(j, "\\%c", c);
 		else if (c == '\n')
 			jputf(j, "\\n");

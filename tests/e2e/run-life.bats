@@ -171,6 +171,28 @@ hostile_image() {
 	[ "$stderr" = "kiln: guest agent: bad frame header: payload length beyond the frame type's cap" ] || { echo "$stderr"; false; }
 }
 
+@test "run: an agent's ERROR text with control bytes and broken UTF-8 -> a strict UTF-8 record" {
+	# HELLO, then ERROR 1 (protocol) whose 16-byte message holds an escape sequence, bytes that
+	# are not UTF-8 (ff fe; ed a0 80, a surrogate) and a well-formed "é".
+	printf 'KILN\x01\x81\x00\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00' > "$T/frames"
+	printf 'KILN\x01\x85\x00\x00\x18\x00\x00\x00\x01\x00\x00\x00\x10\x00\x00\x00' >> "$T/frames"
+	printf 'x\xff\xfe\x1b[2J caf\xc3\xa9\xed\xa0\x80' >> "$T/frames"
+	hostile_image
+	run --separate-stderr "$KILN" run --json --image "$T/hostile.ext4" -- true
+	[ "$status" -eq 122 ] || { echo "status $status: $output $stderr"; false; }
+	# strict: the record must decode as UTF-8 without replacement by the reader
+	rec | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+want = "guest agent: ERROR 1: x\ufffd\ufffd?[2J caf\u00e9\ufffd\ufffd\ufffd"
+assert r["reason"] == "agent-protocol-error", r
+assert r["message"] == want, ascii(r["message"])
+'
+	# kiln's own line on stderr carries no control byte either
+	[ "${#stderr_lines[@]}" -eq 1 ] || { echo "$stderr"; false; }
+	[[ ${stderr_lines[0]} == "kiln: guest agent: ERROR 1: x"*"?[2J caf"* ]] || { echo "$stderr"; false; }
+}
+
 @test "run: an agent that accepts and stays silent hits the deadline -> agent-protocol-error" {
 	: > "$T/frames"
 	hostile_image silent

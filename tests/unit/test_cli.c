@@ -144,6 +144,42 @@ static void test_printable(void **state)
 	assert_string_equal(line, "a?b?c?d?e?f\xc3\xa9");
 }
 
+/* Well-formed UTF-8 and the maximal ill-formed subparts (the bytes one U+FFFD replaces). */
+static void test_utf8(void **state)
+{
+	static const struct {
+		const char *s;
+		size_t len;
+		bool valid;
+	} t[] = {
+		{ "a", 1, true }, { "\x7f", 1, true }, { "\xc3\xa9", 2, true }, { "\xe2\x82\xac", 3, true },
+		{ "\xf0\x9f\x94\xa5", 4, true }, { "\xf4\x8f\xbf\xbf", 4, true }, { "\xed\x9f\xbf", 3, true },
+		{ "\xee\x80\x80", 3, true }, { "\xe0\xa0\x80", 3, true }, { "\xf0\x90\x80\x80", 4, true },
+		{ "\x80", 1, false },            /* a lone continuation byte */
+		{ "\xc0\xaf", 1, false },        /* C0, C1: overlong leads */
+		{ "\xc1\xbf", 1, false },
+		{ "\xf5\x80\x80\x80", 1, false }, /* beyond U+10FFFF's leads */
+		{ "\xff", 1, false },
+		{ "\xc3", 1, false },            /* cut short by the end */
+		{ "\xc3(", 1, false },
+		{ "\xe2\x82", 2, false },
+		{ "\xe2\x82x", 2, false },
+		{ "\xf0\x9f\x94", 3, false },
+		{ "\xe0\x80\x80", 1, false },    /* overlong */
+		{ "\xf0\x8f\xbf\xbf", 1, false },
+		{ "\xed\xa0\x80", 1, false },    /* a surrogate */
+		{ "\xf4\x90\x80\x80", 1, false }, /* above U+10FFFF */
+	};
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		bool valid = !t[i].valid;
+		size_t len = kiln_utf8_seq((const unsigned char *)t[i].s, strlen(t[i].s), &valid);
+		if (len != t[i].len || valid != t[i].valid)
+			fail_msg("case %zu: length %zu valid %d, expected %zu %d", i, len, valid, t[i].len,
+				 t[i].valid);
+	}
+}
+
 /* kiln_warn prints one line whatever its arguments hold. */
 static void test_warn_one_line(void **state)
 {
@@ -173,6 +209,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_values),
 		cmocka_unit_test(test_reject),
 		cmocka_unit_test(test_printable),
+		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_warn_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -366,6 +366,19 @@ static void test_decide(void **state)
 	expect(&f, RR_SIGNALED, 128 + SIGXCPU);
 	f = signaled(SIGXCPU);
 	expect(&f, RR_SIGNALED, 128 + SIGXCPU); /* no --cpu-time */
+	/* 1.8 s of 2 s (the 10 % allowance) counts, less does not */
+	f = signaled(SIGKILL);
+	f.cpu_limit_ms = 2000;
+	f.vmm_cpu_us = 2500000;
+	f.exit.user_us = 1000000;
+	f.exit.sys_us = 800000;
+	expect(&f, RR_CPU_TIME, 128 + SIGKILL);
+	f.exit.sys_us = 799999;
+	expect(&f, RR_SIGNALED, 128 + SIGKILL);
+	/* usage figures that wrap a u64 when added saturate: they do not read as 8 us */
+	f.exit.user_us = UINT64_MAX - 1;
+	f.exit.sys_us = 10;
+	expect(&f, RR_CPU_TIME, 128 + SIGKILL);
 
 	/* kiln's own decisions win over the command's */
 	f = exited(0);
@@ -508,6 +521,12 @@ static void test_record(void **state)
 	assert_true(n > 0);
 	assert_non_null(strstr(buf, "\"reason\":\"timeout\",\"status\":\"none\",\"exit_code\":null,"
 				    "\"signal\":null,\"kiln_exit\":124,\"message\":\"\""));
+	/* a hostile agent's bytes: valid UTF-8 kept, each ill-formed subpart one U+FFFD */
+	rec.message = "caf\xc3\xa9 \xf0\x9f\x94\xa5 \xff\xc3(\xe2\x82x\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80\x7f";
+	n = run_record_json(&rec, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "\"message\":\"caf\xc3\xa9 \xf0\x9f\x94\xa5 \\ufffd\\ufffd(\\ufffdx"
+				    "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\u007f\","));
 	/* too small a buffer: an error, never a cut record */
 	assert_int_equal(run_record_json(&rec, buf, 40), -ENOSPC);
 	assert_int_equal(run_record_json(&rec, buf, 0), -ENOSPC);
