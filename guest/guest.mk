@@ -68,7 +68,7 @@ guest-image: $(G)/rootfs.ext4
 guest-image-python: $(G)/rootfs-python.ext4
 
 KILN_INIT_CFLAGS := $(GUEST_CFLAGS) -std=gnu11 -D_GNU_SOURCE -Wshadow -Wformat=2 -Icommon
-$(G)/kiln-init: guest/kiln-init.c common/agent_proto.c common/agent_proto.h common/util.h
+$(G)/kiln-init: guest/kiln-init.c common/agent_proto.c common/agent_proto.h common/util.h common/clone3.h
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(KILN_INIT_CFLAGS) -o $@ guest/kiln-init.c common/agent_proto.c
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent_proto.h"
+#include "clone3.h"
 
 /*
  * What kiln-init does, in order (see guest/PROTOCOL.md for the conversation):
@@ -56,16 +57,6 @@
 #define OUT_CAP (3 * KA_MAX_FRAME)
 #define CG_ROOT "/sys/fs/cgroup"
 #define CMD_CGROUP CG_ROOT "/command"
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-
-/* clone3()'s argument, as in linux/sched.h (not included: it clashes with glibc's sched.h). */
-struct init_clone_args {
-	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-		set_tid_size, cgroup;
-};
-
 static int sig_fd = -1, listen_fd = -1, work_fd = -1;
 static int cg_fd = -1; /* the command's cgroup v2 directory; -1: the kernel has no pids cgroup */
 
@@ -890,9 +881,9 @@ static pid_t fork_command(bool *in_cg)
 {
 	*in_cg = false;
 	if (cg_fd >= 0) {
-		struct init_clone_args ca = { .flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
+		struct kiln_clone_args ca = { .flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
 					      .cgroup = (uint64_t)cg_fd };
-		long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+		long pid = kiln_clone3(&ca);
 
 		if (pid >= 0) {
 			*in_cg = pid == 0;

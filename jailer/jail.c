@@ -29,21 +29,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clone3.h"
 #include "exitcodes.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define KVM_MAJOR 10
 #define KVM_MINOR 232
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-
-/* clone3()'s argument, as in linux/sched.h (not included: it clashes with glibc's sched.h). */
-struct jail_clone_args {
-	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-		set_tid_size, cgroup;
-};
-
 /* What the jailer created, undone in reverse order if setup fails. */
 enum undo_kind { UNDO_RMDIR, UNDO_RMTREE, UNDO_CGROUP, UNDO_UNLINK };
 static struct {
@@ -900,14 +891,14 @@ void jail_run(const struct jail_config *cfg)
 	 * (/proc/PID is then the caller's); both go back to non-dumpable right after. */
 	if (cfg->userns && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
 		jail_die(errno, "prctl(PR_SET_DUMPABLE)");
-	struct jail_clone_args ca = {
+	struct kiln_clone_args ca = {
 		.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
 			 (cfg->netns ? 0 : CLONE_NEWNET) | (cgfd >= 0 ? CLONE_INTO_CGROUP : 0) |
 			 (cfg->userns ? CLONE_NEWUSER : 0),
 		.exit_signal = SIGCHLD,
 		.cgroup = cgfd >= 0 ? (uint64_t)cgfd : 0,
 	};
-	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	long pid = kiln_clone3(&ca);
 	if (pid < 0)
 		jail_die(errno, "clone3 into new namespaces%s", cgfd >= 0 ? " and the cgroup" : "");
 	if (pid == 0) {
