@@ -191,6 +191,7 @@ static void dbg(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(m, sizeof(m), fmt, ap);
 	va_end(ap);
+	kiln_one_line(m);
 	fprintf(stderr, "kiln: debug: %8.1f ms %s\n", (double)(now_us() - R.t0) / 1000.0, m);
 }
 
@@ -204,6 +205,7 @@ static void set_msg(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(R.msg, sizeof(R.msg), fmt, ap);
 	va_end(ap);
+	kiln_one_line(R.msg); /* the record's message is one line */
 }
 
 /* ---- help ----------------------------------------------------------------------------------- */
@@ -485,6 +487,8 @@ static void note(const char *fmt, ...)
 	if (n < 0)
 		return;
 	n = 6 + (n < (int)sizeof(m) - 7 ? n : (int)sizeof(m) - 8);
+	m[n] = '\0';
+	kiln_one_line(m); /* paths and the agent's text may hold control bytes */
 	m[n++] = '\n';
 	sink_put(&SK[SINK_ERR], m, (size_t)n);
 }
@@ -2064,9 +2068,12 @@ static void print_console_tail(void)
 		while (start < R.con_len && R.con[start - 1] != '\n')
 			start++;
 	}
+	static char clean[CON_TAIL];
+	size_t n = con_clean(clean, R.con + start, R.con_len - start);
+
 	note("last console output of the VM:");
-	sink_put(&SK[SINK_ERR], R.con + start, R.con_len - start);
-	if (R.con[R.con_len - 1] != '\n')
+	sink_put(&SK[SINK_ERR], clean, n);
+	if (!n || clean[n - 1] != '\n')
 		sink_put(&SK[SINK_ERR], "\n", 1);
 }
 

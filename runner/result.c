@@ -132,6 +132,20 @@ void con_watch_feed(struct con_watch *w, const char *p, size_t n)
 	}
 }
 
+size_t con_clean(char *dst, const char *src, size_t n)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		if (c == '\r' && i + 1 < n && src[i + 1] == '\n')
+			continue;
+		dst[m++] = (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f ? '?' : (char)c;
+	}
+	return m;
+}
+
 struct jbuf {
 	char *p;
 	size_t cap, len;

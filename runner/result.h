@@ -63,6 +63,13 @@ struct con_watch {
 /* Feed n console bytes. Never allocates; any bytes, any split. */
 void con_watch_feed(struct con_watch *w, const char *p, size_t n);
 
+/*
+ * The guest's console bytes made fit for kiln's stderr: "\r\n" becomes "\n", every other control
+ * byte but '\n' and '\t', and DEL, becomes '?' (a guest cannot move the cursor, clear the screen
+ * or retitle the terminal through kiln's diagnostics). dst holds at least n bytes; returns its length.
+ */
+size_t con_clean(char *dst, const char *src, size_t n);
+
 struct run_result {
 	enum run_reason reason;
 	int exit_status;         /* kiln's own exit status */

@@ -31,9 +31,15 @@ teardown() { run_teardown; }
 @test "run: --put and --get copy files; a GET of a guest symlink to a host path is refused" {
 	printf 'payload\n' > "$T/in"
 	mkdir "$T/out"
-	run --separate-stderr "$KILN" run --put "$T/in:dir/in" --get "dir/res:$T/out/res" \
-		--get "link:$T/out/link" -- sh -c 'tr a-z A-Z < dir/in > dir/res; ln -s /etc/shadow link'
-	[ "$status" -eq 0 ]
+	# The first GET names a file that does not exist, with a newline in its name: its refusal
+	# is one line on stderr and the record's message (the first failure) is one line too.
+	run --separate-stderr "$KILN" run --json --put "$T/in:dir/in" --get $'no\nsuch:'"$T/out/x" \
+		--get "dir/res:$T/out/res" --get "link:$T/out/link" \
+		-- sh -c 'tr a-z A-Z < dir/in > dir/res; ln -s /etc/shadow link'
+	[ "$status" -eq 0 ] || { echo "status $status: $output $stderr"; false; }
+	[ "${#stderr_lines[@]}" -eq 2 ] || { echo "$stderr"; false; }
+	[[ ${stderr_lines[0]} == "kiln: --get no?such: refused by the guest: "* ]] || { echo "$stderr"; false; }
+	[[ "$(field '["message"]')" == "--get no?such: refused by the guest: "* ]] || { rec; false; }
 	[ "$(cat "$T/out/res")" = PAYLOAD ]
 	[ ! -e "$T/out/link" ]
 	[ ! -L "$T/out/link" ]
@@ -84,6 +90,10 @@ teardown() { run_teardown; }
 	[ "${status:-0}" -eq 122 ]
 	[ "$(field '["reason"]')" = vmm-crash ]
 	grep -q '^kiln: kiln-vmm failed (signal 9)' "$T/err"
+	# The console tail follows, cleaned: the serial console's "\r\n" became "\n", and no other
+	# control byte (but tab) reaches the caller.
+	grep -q '^kiln: last console output of the VM:$' "$T/err"
+	[ -z "$(tr -d '\n\t\040-\176\200-\377' < "$T/err")" ] || { od -c "$T/err" | head -20; false; }
 	# run_teardown then checks that nothing is left: processes, cgroups, mounts, jail, disks.
 }
 

@@ -8,15 +8,7 @@
 #include <string.h>
 
 #include "vmm/boot.h"
-
-#define CHECK(c)                                                                  \
-	do {                                                                      \
-		if (!(c)) {                                                       \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #c);                                    \
-			abort();                                                  \
-		}                                                                 \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define GUEST_MAX (32ULL << 20)
 

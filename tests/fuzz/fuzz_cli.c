@@ -19,15 +19,7 @@
 #include "vmm/boot.h"
 #include "vmm/cli.h"
 #include "vmm/vm.h"
-
-#define CHECK(c)                                                                  \
-	do {                                                                      \
-		if (!(c)) {                                                       \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #c);                                    \
-			abort();                                                  \
-		}                                                                 \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define MAX_ARGS 64
 

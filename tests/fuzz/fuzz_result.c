@@ -1,8 +1,9 @@
 /*
  * fuzz_result.c: libFuzzer harness for what `kiln run` makes of the guest's words: the console
- * watch for the kernel's OOM-kill line (console bytes in chunks of any size), the decision of a
- * run's reason from an agent's EXIT frame and the host's observations, and the JSON record whose
- * message can carry a hostile agent's text. build: make build/fuzz/fuzz_result
+ * watch for the kernel's OOM-kill line (console bytes in chunks of any size) and the console tail
+ * as kiln prints it, the decision of a run's reason from an agent's EXIT frame and the host's
+ * observations, and the JSON record whose message can carry a hostile agent's text.
+ * build: make build/fuzz/fuzz_result
  *
  * Input: byte 0 picks the part (mod 3); the rest is that part's input (see each part).
  */
@@ -16,15 +17,7 @@
 #include "agent_proto.h"
 #include "exitcodes.h"
 #include "runner/result.h"
-
-#define CHECK(c)                                                                  \
-	do {                                                                      \
-		if (!(c)) {                                                       \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #c);                                    \
-			abort();                                                  \
-		}                                                                 \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 /* Part 0: byte k gives chunk k's size (1..16); then the console bytes. Same verdict as memmem. */
 static void part_console(const uint8_t *d, size_t n)
@@ -51,6 +44,22 @@ static void part_console(const uint8_t *d, size_t n)
 		CHECK(w.matched <= sizeof(line) - 1);
 	}
 	CHECK(w.oom == (memmem(s, len, line, sizeof(line) - 1) != NULL));
+
+	/* the same bytes as kiln prints them: only '\n' and '\t' of the control bytes, one byte
+	 * out per byte in except the '\r' of each "\r\n" */
+	char *in = malloc(len ? len : 1), *out = malloc(len ? len : 1);
+	CHECK(in && out);
+	memcpy(in, s, len);
+	size_t m = con_clean(out, in, len), crlf = 0;
+	for (size_t i = 0; i + 1 < len; i++)
+		crlf += in[i] == '\r' && in[i + 1] == '\n';
+	CHECK(m == len - crlf);
+	for (size_t i = 0; i < m; i++) {
+		unsigned char c = (unsigned char)out[i];
+		CHECK(c == '\n' || c == '\t' || (c >= 0x20 && c != 0x7f));
+	}
+	free(in);
+	free(out);
 }
 
 /* Part 1: 40 bytes of an EXIT payload, then the host's facts. */

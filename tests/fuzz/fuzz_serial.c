@@ -6,15 +6,7 @@
 #include <string.h>
 
 #include "devices/serial.h"
-
-#define CHECK(c)                                                                  \
-	do {                                                                      \
-		if (!(c)) {                                                       \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #c);                                    \
-			abort();                                                  \
-		}                                                                 \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define MAX_CAP 256
 

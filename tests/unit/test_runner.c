@@ -470,6 +470,19 @@ static void test_con_watch(void **state)
 	assert_true(w.oom);
 }
 
+/* The console tail as kiln prints it: no control byte but newline and tab reaches the caller. */
+static void test_con_clean(void **state)
+{
+	static const char in[] = "boot\r\nok\x1b[2J\tend\r\x07\x7f\xc3\xa9\r\n\r";
+	char out[sizeof(in)];
+	(void)state;
+
+	size_t n = con_clean(out, in, sizeof(in) - 1);
+	assert_int_equal(n, strlen("boot\nok?[2J\tend???\xc3\xa9\n?"));
+	assert_memory_equal(out, "boot\nok?[2J\tend???\xc3\xa9\n?", n);
+	assert_int_equal(con_clean(out, "", 0), 0);
+}
+
 static void test_record(void **state)
 {
 	struct run_record rec = { 0 };
@@ -610,6 +623,7 @@ int main(void)
 		cmocka_unit_test(test_parse_limits),
 		cmocka_unit_test(test_decide),
 		cmocka_unit_test(test_con_watch),
+		cmocka_unit_test(test_con_clean),
 		cmocka_unit_test(test_record),
 		cmocka_unit_test(test_outq),
 	};
