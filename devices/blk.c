@@ -15,54 +15,14 @@
 
 /* ---- pure parsing -------------------------------------------------------- */
 
-/* Copy len bytes at offset skip of the readable (writable=false) or writable byte stream. */
-static bool gather(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip,
-		   uint8_t *dst, uint64_t len)
-{
-	for (unsigned int i = 0; i < n && len > 0; i++) {
-		if (bufs[i].writable != writable)
-			continue;
-		if (skip >= bufs[i].len) {
-			skip -= bufs[i].len;
-			continue;
-		}
-		uint64_t take = bufs[i].len - skip;
-		if (take > len)
-			take = len;
-		/* Copy once out of guest memory; the caller decodes only the copy. */
-		const volatile uint8_t *src = bufs[i].host + skip;
-		for (uint64_t k = 0; k < take; k++)
-			*dst++ = src[k];
-		len -= take;
-		skip = 0;
-	}
-	return len == 0;
-}
-
 /* Build r->iov for bytes [skip, skip+len) of one direction's stream. */
 static bool slice(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip,
 		  uint64_t len, struct blk_req *r)
 {
-	r->niov = 0;
-	for (unsigned int i = 0; i < n && len > 0; i++) {
-		if (bufs[i].writable != writable)
-			continue;
-		if (skip >= bufs[i].len) {
-			skip -= bufs[i].len;
-			continue;
-		}
-		uint64_t take = bufs[i].len - skip;
-		if (take > len)
-			take = len;
-		if (r->niov >= BLK_MAX_BUFS)
-			return false;
-		r->iov[r->niov].iov_base = bufs[i].host + skip;
-		r->iov[r->niov].iov_len = take;
-		r->niov++;
-		len -= take;
-		skip = 0;
-	}
-	return len == 0;
+	int k = virtq_iov(bufs, n, writable, skip, len, r->iov, BLK_MAX_BUFS);
+
+	r->niov = k < 0 ? 0 : (unsigned int)k;
+	return k >= 0;
 }
 
 /* [sector*512, +len) inside the disk, overflow-safe. */
@@ -82,7 +42,7 @@ static uint8_t parse_segs(const struct blk_geom *g, const struct virtq_buf *bufs
 	if (dout == 0 || dout % 16 != 0 || dout / 16 > BLK_MAX_DISCARD_SEG)
 		return VIRTIO_BLK_S_IOERR;
 	uint8_t raw[16 * BLK_MAX_DISCARD_SEG];
-	if (!gather(bufs, n, false, 16, raw, dout))
+	if (!virtq_copy_out(bufs, n, false, 16, raw, dout))
 		return VIRTIO_BLK_S_IOERR;
 	r->nseg = (unsigned int)(dout / 16);
 	for (unsigned int i = 0; i < r->nseg; i++) {
@@ -128,7 +88,7 @@ uint8_t blk_parse(const struct blk_geom *g, const struct virtq_buf *bufs, unsign
 	uint64_t din = in - 1;
 
 	uint8_t hdr[16];
-	if (out < sizeof(hdr) || !gather(bufs, n, false, 0, hdr, sizeof(hdr)))
+	if (out < sizeof(hdr) || !virtq_copy_out(bufs, n, false, 0, hdr, sizeof(hdr)))
 		return VIRTIO_BLK_S_IOERR;
 	r->type = ld32(hdr);
 	r->sector = ld64(hdr + 8);

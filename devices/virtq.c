@@ -103,6 +103,63 @@ static int fail(struct virtq *q, enum virtq_err e)
 	return -EIO;
 }
 
+/* The buffer holding byte skip of one direction's stream, and skip made relative to it. */
+static bool stream_seek(const struct virtq_buf *bufs, unsigned int n, bool writable, unsigned int *i,
+			uint64_t *skip)
+{
+	for (; *i < n; (*i)++) {
+		if (bufs[*i].writable != writable)
+			continue;
+		if (*skip < bufs[*i].len)
+			return true;
+		*skip -= bufs[*i].len;
+	}
+	return false;
+}
+
+int virtq_iov(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip, uint64_t len,
+	      struct iovec *iov, unsigned int max)
+{
+	unsigned int i = 0, k = 0;
+
+	while (len > 0) {
+		if (!stream_seek(bufs, n, writable, &i, &skip) || k >= max)
+			return -1;
+		uint64_t take = bufs[i].len - skip;
+		if (take > len)
+			take = len;
+		iov[k].iov_base = bufs[i].host + skip;
+		iov[k].iov_len = take;
+		k++;
+		len -= take;
+		skip = 0;
+		i++;
+	}
+	return (int)k;
+}
+
+bool virtq_copy_out(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip, void *dst,
+		    uint64_t len)
+{
+	unsigned int i = 0;
+	uint8_t *d = dst;
+
+	while (len > 0) {
+		if (!stream_seek(bufs, n, writable, &i, &skip))
+			return false;
+		uint64_t take = bufs[i].len - skip;
+		if (take > len)
+			take = len;
+		const volatile uint8_t *src = bufs[i].host + skip;
+		for (uint64_t k = 0; k < take; k++)
+			*d++ = src[k];
+		len -= take;
+		skip = 0;
+		i++;
+	}
+	return true;
+}
+
 const char *virtq_strerror(enum virtq_err e)
 {
 	switch (e) {

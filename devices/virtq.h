@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "gmem.h"
 #include "util.h"
@@ -138,6 +139,18 @@ int virtq_push(struct virtq *q, uint16_t head, uint32_t len) KILN_WUR;
  * publishing used->idx and reading the driver's suppression fields. Records the point signalled.
  */
 bool virtq_should_notify(struct virtq *q);
+
+/*
+ * One direction of a popped chain as a byte stream: its readable buffers (writable false) or its
+ * writable ones, in chain order. virtq_iov() points at most max iovecs at bytes [skip, skip+len)
+ * of it and returns their count, or -1 when the stream ends before skip+len or max iovecs are
+ * not enough. virtq_copy_out() copies those bytes out of guest memory, each read once, into dst
+ * (the caller decodes only its copy); false when the stream ends before skip+len.
+ */
+int virtq_iov(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip, uint64_t len,
+	      struct iovec *iov, unsigned int max) KILN_WUR;
+bool virtq_copy_out(const struct virtq_buf *bufs, unsigned int n, bool writable, uint64_t skip, void *dst,
+		    uint64_t len) KILN_WUR;
 
 /* Human-readable text for an enum virtq_err. */
 const char *virtq_strerror(enum virtq_err e);

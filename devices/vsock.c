@@ -327,29 +327,6 @@ static void rx_scatter(struct vsock_dev *v, uint64_t off, const uint8_t *src, ui
 	}
 }
 
-/* iovecs over the held chain's writable bytes [off, off+len). Returns the count. */
-static int rx_iov(struct vsock_dev *v, uint64_t off, uint64_t len)
-{
-	int n = 0;
-	for (unsigned int i = 0; i < v->held_c.n && len > 0; i++) {
-		const struct virtq_buf *b = &v->held_bufs[i];
-		if (!b->writable)
-			continue;
-		if (off >= b->len) {
-			off -= b->len;
-			continue;
-		}
-		uint64_t take = b->len - off;
-		if (take > len)
-			take = len;
-		v->iov[n].iov_base = b->host + off;
-		v->iov[n].iov_len = take;
-		n++;
-		len -= take;
-		off = 0;
-	}
-	return n;
-}
 
 /* Finish the held chain as one packet with header h (payload already in place). */
 static void rx_complete(struct vsock_dev *v, const struct vsock_hdr *h)
@@ -495,7 +472,13 @@ static void conn_rx(struct vsock_dev *v, struct vsock_conn *c)
 			rx_complete(v, &h);
 			continue;
 		}
-		int n = rx_iov(v, VSOCK_HDR_SIZE, max);
+		/* max <= in_len - header: the writable stream always covers it */
+		int n = virtq_iov(v->held_bufs, v->held_c.n, true, VSOCK_HDR_SIZE, max, v->iov, VSOCK_MAX_BUFS);
+		if (n < 0) {
+			v->stats.host_errors++;
+			conn_rst(v, c);
+			return;
+		}
 		ssize_t got = v->be->recv(v->be_ctx, c, v->iov, n);
 		if (got == -EAGAIN)
 			break;
@@ -866,44 +849,6 @@ static void pkt_handle(struct vsock_dev *v, const struct vsock_hdr *h, const str
 	update_watch(v, c);
 }
 
-/* Copy the header out of the readable buffers (copy once). */
-static bool tx_gather(const struct virtq_buf *bufs, unsigned int n, uint8_t *dst, uint64_t len)
-{
-	for (unsigned int i = 0; i < n && len > 0; i++) {
-		if (bufs[i].writable)
-			continue;
-		uint64_t take = bufs[i].len < len ? bufs[i].len : len;
-		const volatile uint8_t *src = bufs[i].host;
-		for (uint64_t k = 0; k < take; k++)
-			*dst++ = src[k];
-		len -= take;
-	}
-	return len == 0;
-}
-
-/* iovecs over readable bytes [skip, skip+len) of the popped tx chain. */
-static int tx_iov(struct vsock_dev *v, unsigned int nb, uint64_t skip, uint64_t len)
-{
-	int n = 0;
-	for (unsigned int i = 0; i < nb && len > 0; i++) {
-		const struct virtq_buf *b = &v->bufs[i];
-		if (b->writable)
-			continue;
-		if (skip >= b->len) {
-			skip -= b->len;
-			continue;
-		}
-		uint64_t take = b->len - skip;
-		if (take > len)
-			take = len;
-		v->iov[n].iov_base = b->host + skip;
-		v->iov[n].iov_len = take;
-		n++;
-		len -= take;
-		skip = 0;
-	}
-	return n;
-}
 
 #define TX_BATCH 128u
 
@@ -927,15 +872,19 @@ static bool tx_process(struct vsock_dev *v)
 		memset(&h, 0, sizeof(h));
 		uint8_t raw[VSOCK_HDR_SIZE];
 		enum vsock_verdict vd = VSOCK_PKT_DROP_SHORT;
-		if (c.out_len >= VSOCK_HDR_SIZE && tx_gather(v->bufs, c.n, raw, VSOCK_HDR_SIZE)) {
+		if (c.out_len >= VSOCK_HDR_SIZE && virtq_copy_out(v->bufs, c.n, false, 0, raw, VSOCK_HDR_SIZE)) {
 			vsock_hdr_decode(raw, &h);
 			vd = vsock_check(&h, v->guest_cid, c.out_len, c.in_len);
 		}
 		v->stats.verdict[vd]++;
 		if (vd == VSOCK_PKT_OK) {
 			v->stats.tx_bytes += h.len;
-			int n = tx_iov(v, c.n, VSOCK_HDR_SIZE, h.len);
-			pkt_handle(v, &h, v->iov, n);
+			/* vsock_check made h.len the chain's readable bytes after the header */
+			int n = virtq_iov(v->bufs, c.n, false, VSOCK_HDR_SIZE, h.len, v->iov, VSOCK_MAX_BUFS);
+			if (n >= 0)
+				pkt_handle(v, &h, v->iov, n);
+			else
+				v->stats.proto_errors++;
 		} else if (vd >= VSOCK_PKT_RST_DST) {
 			/* Answer from the address the guest used; a known connection goes down too. */
 			struct vsock_conn *cn = h.dst_cid == VSOCK_HOST_CID ? conn_find(v, h.dst_port, h.src_port) : NULL;

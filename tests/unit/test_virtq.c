@@ -509,6 +509,49 @@ static void test_guest_rewrites_after_pop(void **state)
 	assert_int_equal(virtq_push(&t->q, 0, 0), 0);
 }
 
+/* One direction of a chain as a byte stream: iovecs and copies over [skip, skip+len). */
+static void test_stream(void **state)
+{
+	static uint8_t m[64];
+	const struct virtq_buf b[] = {
+		{ .len = 4, .writable = false, .host = m },      /* readable: 0..3 */
+		{ .len = 3, .writable = true, .host = m + 10 },  /* writable: 0..2 */
+		{ .len = 5, .writable = false, .host = m + 20 }, /* readable: 4..8 */
+		{ .len = 2, .writable = true, .host = m + 30 },  /* writable: 3..4 */
+	};
+	struct iovec iov[4];
+	uint8_t out[16];
+	(void)state;
+
+	for (unsigned i = 0; i < sizeof(m); i++)
+		m[i] = (uint8_t)i;
+	/* readable bytes 2..6: the end of the first buffer and the start of the third */
+	assert_int_equal(virtq_iov(b, 4, false, 2, 5, iov, 4), 2);
+	assert_ptr_equal(iov[0].iov_base, m + 2);
+	assert_int_equal(iov[0].iov_len, 2);
+	assert_ptr_equal(iov[1].iov_base, m + 20);
+	assert_int_equal(iov[1].iov_len, 3);
+	assert_true(virtq_copy_out(b, 4, false, 2, out, 5));
+	assert_memory_equal(out, ((uint8_t[]){ 2, 3, 20, 21, 22 }), 5);
+	/* writable bytes 3..4 start at a buffer boundary */
+	assert_int_equal(virtq_iov(b, 4, true, 3, 2, iov, 4), 1);
+	assert_ptr_equal(iov[0].iov_base, m + 30);
+	/* the whole readable stream, exactly; one byte more is refused */
+	assert_int_equal(virtq_iov(b, 4, false, 0, 9, iov, 4), 2);
+	assert_int_equal(virtq_iov(b, 4, false, 0, 10, iov, 4), -1);
+	assert_int_equal(virtq_iov(b, 4, false, 9, 1, iov, 4), -1);
+	assert_false(virtq_copy_out(b, 4, false, 5, out, 5));
+	assert_false(virtq_copy_out(b, 4, true, 0, out, 6));
+	/* too few iovecs */
+	assert_int_equal(virtq_iov(b, 4, false, 0, 9, iov, 1), -1);
+	/* nothing asked: nothing needed, even past the end */
+	assert_int_equal(virtq_iov(b, 4, false, 100, 0, iov, 0), 0);
+	assert_true(virtq_copy_out(b, 4, true, 100, out, 0));
+	/* offsets that would wrap are just beyond the stream */
+	assert_int_equal(virtq_iov(b, 4, false, UINT64_MAX, 1, iov, 4), -1);
+	assert_false(virtq_copy_out(b, 0, false, 0, out, 1));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define TP(fn) cmocka_unit_test_setup_teardown(fn, setup_plain, teardown)
 
@@ -558,6 +601,7 @@ int main(void)
 		T(test_event_idx_notify),
 		TP(test_no_interrupt_flag),
 		cmocka_unit_test(test_init_rejects),
+		cmocka_unit_test(test_stream),
 		T(test_guest_rewrites_after_pop),
 	};
 	return cmocka_run_group_tests_name("virtq", tests, NULL, NULL);
