@@ -40,6 +40,8 @@ static const char usage[] =
 	"  --env NAME=VALUE        add to the VMM's environment (NAME: TERM or KILN_*)\n"
 	"  --cleanup               remove the jail directory and cgroup of a VM that has ended\n"
 	"  -h, --help              this text\n"
+	"--cgroup (one per file), --resource-limit (one per limit), --ro, --rw, --keep-fd and --env\n"
+	"may be repeated; any other option given twice is a usage error.\n"
 	"\n"
 	"Exit status: the VMM's own status once it runs (128+N if killed by signal N); before that:\n"
 	"  2  usage error: bad option or value, or an input path rejected; nothing was touched\n"

@@ -476,14 +476,13 @@ static int parse_one(struct jail_config *cfg, const char *opt, const char *v, ch
 			return kiln_refuse(err, errlen, "--resource-limit: invalid \"%s\"%s",
 					   kiln_printable(v, q, sizeof(q)),
 					   r == -ERANGE ? ": out of range" : ": expected NAME=NUMBER or NAME=unlimited");
-		size_t k = 0;
-		while (k < cfg->nrl && cfg->rl[k].resource != rl.resource)
-			k++;
-		if (k == JAIL_MAX_RLIMITS)
+		for (size_t k = 0; k < cfg->nrl; k++)
+			if (cfg->rl[k].resource == rl.resource)
+				return kiln_refuse(err, errlen, "--resource-limit: \"%s\" sets a limit given before",
+						   kiln_printable(v, q, sizeof(q)));
+		if (cfg->nrl == JAIL_MAX_RLIMITS)
 			return kiln_refuse(err, errlen, "--resource-limit: too many limits");
-		if (k == cfg->nrl)
-			cfg->nrl++;
-		cfg->rl[k] = rl;
+		cfg->rl[cfg->nrl++] = rl;
 	} else if (strcmp(opt, "--ro") == 0 || strcmp(opt, "--rw") == 0) {
 		return add_resource(cfg, v, opt[3] == 'o' ? JAIL_RES_RO : JAIL_RES_RW, err, errlen);
 	} else if (strcmp(opt, "--keep-fd") == 0) {
@@ -515,8 +514,13 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 		"--id", "--exec-file", "--uid", "--gid", "--chroot-base-dir", "--parent-cgroup", "--cgroup",
 		"--netns", "--resource-limit", "--ro", "--rw", "--keep-fd", "--env", "--exec-cache",
 	};
+	/* options that may be given more than once; any other twice is refused, not overridden */
+	static const char *const repeatable[] = { "--cgroup", "--resource-limit", "--ro", "--rw", "--keep-fd",
+						   "--env" };
 	char q[84]; /* 80 characters of an untrusted value, and "..." */
 	bool have_nofile = false, have_core = false;
+	uint32_t seen = 0;
+	_Static_assert(ARRAY_SIZE(valued) <= 32, "one bit per valued option in seen");
 
 	memset(cfg, 0, sizeof(*cfg));
 	err[0] = '\0';
@@ -531,16 +535,14 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 			cfg->help = true;
 			return 0;
 		}
-		if (strcmp(a, "--cleanup") == 0) {
-			cfg->cleanup = true;
-			continue;
-		}
-		if (strcmp(a, "--no-cgroup") == 0) {
-			cfg->no_cgroup = true;
-			continue;
-		}
-		if (strcmp(a, "--userns") == 0) {
-			cfg->userns = true;
+		bool *flag = strcmp(a, "--cleanup") == 0   ? &cfg->cleanup
+			     : strcmp(a, "--no-cgroup") == 0 ? &cfg->no_cgroup
+			     : strcmp(a, "--userns") == 0    ? &cfg->userns
+							     : NULL;
+		if (flag) {
+			if (*flag)
+				return kiln_refuse(err, errlen, "option %s given twice", a);
+			*flag = true;
 			continue;
 		}
 		size_t k = 0;
@@ -557,6 +559,12 @@ int jail_parse_args(int argc, char *const argv[], struct jail_config *cfg, char 
 		int r = parse_one(cfg, valued[k], v, err, errlen);
 		if (r < 0)
 			return r;
+		bool once = true;
+		for (size_t j = 0; j < ARRAY_SIZE(repeatable); j++)
+			once &= strcmp(valued[k], repeatable[j]) != 0;
+		if (once && (seen & (1u << k)))
+			return kiln_refuse(err, errlen, "option %s given twice", valued[k]);
+		seen |= 1u << k;
 	}
 	cfg->vmm_argv = argv + i;
 	cfg->vmm_argc = (size_t)(argc - i);

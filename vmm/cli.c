@@ -27,6 +27,7 @@ int vmm_cli_parse(int argc, char **argv, struct vmm_opts *o, char *err, size_t e
 		{ NULL, 0, NULL, 0 },
 	};
 	char q[260]; /* a value quoted in a message: 256 characters at most, '?' for control bytes */
+	bool seen[O_POLICY + 1 - O_KERNEL] = { false };
 	uint64_t v;
 	int c;
 
@@ -40,6 +41,12 @@ int vmm_cli_parse(int argc, char **argv, struct vmm_opts *o, char *err, size_t e
 	opterr = 0;
 	/* ':' first: a long option without its value returns ':', not '?' */
 	while ((c = getopt_long(argc, argv, ":", lopts, NULL)) != -1) {
+		/* --disk may be repeated; any other option given twice is refused, not overridden */
+		if (c >= O_KERNEL && c <= O_POLICY && c != O_DISK) {
+			if (seen[c - O_KERNEL])
+				return kiln_refuse(err, errlen, "--%s given twice", lopts[c - O_KERNEL].name);
+			seen[c - O_KERNEL] = true;
+		}
 		switch (c) {
 		case O_KERNEL: o->kernel = optarg; break;
 		case O_INITRD: o->initrd = optarg; break;
@@ -67,8 +74,6 @@ int vmm_cli_parse(int argc, char **argv, struct vmm_opts *o, char *err, size_t e
 			o->ndisks++;
 			break;
 		case O_VSOCK:
-			if (o->has_vsock)
-				return kiln_refuse(err, errlen, "--vsock given twice");
 			kiln_printable(optarg, q, sizeof(q));
 			if (vsock_parse_opts(optarg, &o->vsock) < 0)
 				return kiln_refuse(err, errlen,

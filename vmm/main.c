@@ -56,7 +56,8 @@ static void usage(FILE *f)
 		"                   3 or more), then runs the guest; end of file on N ends\n"
 		"                   kiln-vmm with status 8 and the guest never runs\n"
 		"  --print-policy   print the seccomp rules of each thread class and exit\n"
-		"  --help           this text\n\n"
+		"  --help           this text\n"
+		"--disk may be repeated; any other option given twice is a usage error.\n\n"
 		"The guest ends the VM by writing a status byte to I/O port 0x%x\n"
 		"(kiln-init does it), by resetting (reboot=k), or by a triple fault.\n\n" KILN_EXIT_HELP,
 		BOOT_CMDLINE_MAX, VM_MIN_MEM_MIB, VM_MAX_MEM_MIB, VM_MAX_VCPUS, VMM_MAX_DISKS, EXIT_PORT);

@@ -194,6 +194,10 @@ guest output without the flood: $(tr -d x < "$BATS_TEST_TMPDIR/out" | tail -c 20
   run -2 --separate-stderr vmm --kernel "$KERNEL" --mem $'64\n\e[2J'
   assert_diag
   [ "$stderr" = "kiln-vmm: --mem '64??[2J': need a whole number of MiB in 32..65536" ]
+  # an option given twice is refused, not silently overridden
+  run -2 --separate-stderr vmm --kernel "$KERNEL" --mem 64 --mem 128
+  assert_diag
+  [ "$stderr" = "kiln-vmm: --mem given twice" ]
 }
 
 @test "boot: a kernel path with a newline and an escape gets one line (3)" {

@@ -118,13 +118,17 @@ assert_untouched() {
 	done
 }
 
-@test "jailer: uid 0 and gid 0 are rejected with exit 2, nothing touched" {
+@test "jailer: uid 0, gid 0 and a repeated --uid are rejected with exit 2, nothing touched" {
 	run "$JAILER" --id "$ID" --exec-file "$EXE" --uid 0 --gid $VGID --chroot-base-dir "$BASE" -- hold
 	[ "$status" -eq 2 ]
 	[ "$output" = 'kiln-jailer: invalid --uid "0": must be a number from 1 to 4294967294 (never root)' ]
 	run "$JAILER" --id "$ID" --exec-file "$EXE" --uid $VUID --gid 0 --chroot-base-dir "$BASE" -- hold
 	[ "$status" -eq 2 ]
 	[ "$output" = 'kiln-jailer: invalid --gid "0": must be a number from 1 to 4294967294 (never root)' ]
+	# a second --uid does not override the first
+	run "$JAILER" --id "$ID" --exec-file "$EXE" --uid $VUID --gid $VGID --uid 1 --chroot-base-dir "$BASE" -- hold
+	[ "$status" -eq 2 ]
+	[ "$output" = 'kiln-jailer: option --uid given twice' ]
 	assert_untouched
 }
 

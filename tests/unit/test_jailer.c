@@ -394,9 +394,10 @@ static void test_parse_ok(void **state)
 
 	assert_int_equal(PARSE(BASIC, "--exec-cache", "/var/lib/kiln/cache"), 0);
 	assert_string_equal(cfg.exec_cache, "/var/lib/kiln/cache");
-	/* an explicit no-file replaces the default; the last one given wins */
-	assert_int_equal(PARSE(BASIC, "--resource-limit", "no-file=3", "--resource-limit", "no-file=4"), 0);
+	/* an explicit no-file replaces the default */
+	assert_int_equal(PARSE(BASIC, "--resource-limit", "no-file=4"), 0);
 	assert_int_equal(cfg.nrl, 2);
+	assert_int_equal(cfg.rl[0].resource, RLIMIT_NOFILE);
 	assert_int_equal(cfg.rl[0].value, 4);
 
 	assert_int_equal(PARSE("--cleanup", "--id", "vm1", "--chroot-base-dir", "/run/x"), 0);
@@ -445,6 +446,21 @@ static void test_parse_reject(void **state)
 		      "invalid path \"disk.img\": must be absolute, without \".\", \"..\" or empty components");
 	expect_reject(PARSE(BASIC, "--keep-fd", "2"), "invalid --keep-fd \"2\": must be a number from 3 to 65535");
 	expect_reject(PARSE(BASIC, "--keep-fd", "9", "--keep-fd", "9"), "--keep-fd 9 given twice");
+	/* an option that cannot be repeated, given twice, is refused rather than overridden */
+	expect_reject(PARSE(BASIC, "--resource-limit", "no-file=3", "--resource-limit", "no-file=4"),
+		      "--resource-limit: \"no-file=4\" sets a limit given before");
+	expect_reject(PARSE(BASIC, "--id", "vm2"), "option --id given twice");
+	expect_reject(PARSE(BASIC, "--uid=9"), "option --uid given twice");
+	expect_reject(PARSE(BASIC, "--exec-file", "/usr/bin/other"), "option --exec-file given twice");
+	expect_reject(PARSE(BASIC, "--chroot-base-dir", "/a", "--chroot-base-dir", "/b"),
+		      "option --chroot-base-dir given twice");
+	expect_reject(PARSE(BASIC, "--no-cgroup", "--no-cgroup"), "option --no-cgroup given twice");
+	expect_reject(PARSE("--cleanup", "--cleanup", "--id", "vm1"), "option --cleanup given twice");
+	expect_reject(PARSE(BASIC, "--userns", "--userns"), "option --userns given twice");
+	/* the repeatable ones */
+	assert_int_equal(PARSE(BASIC, "--ro", "/a/x", "--ro", "/a/y", "--rw", "/a/z", "--rw", "/a/w", "--env", "TERM=x",
+			       "--env", "KILN_A=1", "--keep-fd", "3", "--keep-fd", "4", "--cgroup", "pids.max=9", "--cgroup",
+			       "memory.max=1073741824", "--resource-limit", "fsize=1", "--resource-limit", "core=0"), 0);
 	expect_reject(PARSE(BASIC, "--env", "LD_PRELOAD=/x.so"),
 		      "invalid --env \"LD_PRELOAD=/x.so\": must be NAME=VALUE with NAME TERM or KILN_*, a printable VALUE");
 	expect_reject(PARSE(BASIC, "--resource-limit", "stack=1"),
