@@ -327,7 +327,6 @@ static void rx_scatter(struct vsock_dev *v, uint64_t off, const uint8_t *src, ui
 	}
 }
 
-
 /* Finish the held chain as one packet with header h (payload already in place). */
 static void rx_complete(struct vsock_dev *v, const struct vsock_hdr *h)
 {
@@ -848,7 +847,6 @@ static void pkt_handle(struct vsock_dev *v, const struct vsock_hdr *h, const str
 	}
 	update_watch(v, c);
 }
-
 
 #define TX_BATCH 128u
 

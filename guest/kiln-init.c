@@ -57,6 +57,7 @@
 #define OUT_CAP (3 * KA_MAX_FRAME)
 #define CG_ROOT "/sys/fs/cgroup"
 #define CMD_CGROUP CG_ROOT "/command"
+
 static int sig_fd = -1, listen_fd = -1, work_fd = -1;
 static int cg_fd = -1; /* the command's cgroup v2 directory; -1: the kernel has no pids cgroup */
 

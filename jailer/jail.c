@@ -35,6 +35,7 @@
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define KVM_MAJOR 10
 #define KVM_MINOR 232
+
 /* What the jailer created, undone in reverse order if setup fails. */
 enum undo_kind { UNDO_RMDIR, UNDO_RMTREE, UNDO_CGROUP, UNDO_UNLINK };
 static struct {
